@@ -1,0 +1,22 @@
+//! Storage for ferrolite databases.
+//!
+//! [`Store`] is the one interface the layers above use to keep documents (with their revision
+//! trees), the change feed, local documents (checkpoints) and content-addressed blobs.
+//! [`RedbStore`] keeps them on disk (the default); [`MemoryStore`] keeps them in memory.
+//! Both pass the same conformance suite (`tests/conformance.rs`).
+
+mod error;
+mod expiry;
+mod feed;
+mod memory;
+mod redb_store;
+mod store;
+
+pub use error::StorageError;
+pub use expiry::ExpiryPurger;
+pub use feed::ChangeFeed;
+pub use memory::MemoryStore;
+pub use redb_store::RedbStore;
+pub use store::{
+    Change, CommitSummary, DatabaseUuids, DocumentRecord, Result, Store, StoredBlob, Transaction,
+};
