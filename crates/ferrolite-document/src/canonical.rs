@@ -6,6 +6,8 @@ use serde::Serialize;
 use serde_json::ser::{CharEscape, Formatter};
 use serde_json::Value;
 
+use crate::Properties;
+
 /// Encodes `value` as canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace,
 /// `"` `\` CR LF TAB escaped by name, other control bytes and 0x7F as `\u00xx`, everything
 /// else raw.
@@ -13,6 +15,15 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     // Writing into a Vec cannot fail.
     let _ = write_canonical_json(&mut out, value);
+    out
+}
+
+/// Encodes document properties (a JSON object) as canonical JSON (see [`canonical_json`]).
+pub fn canonical_json_of_properties(properties: &Properties) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, CanonicalFormatter);
+    // Serializing a map of JSON values into a Vec cannot fail.
+    let _ = properties.serialize(&mut ser);
     out
 }
 

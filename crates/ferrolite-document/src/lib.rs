@@ -23,7 +23,7 @@ mod tree;
 
 pub use blob::{find_blobs, is_blob_dict, BlobDigest, BlobDigester, BlobRef, BLOB_TYPE};
 pub use body::{validate_doc_id, validate_user_properties, Properties, MAX_DOC_ID_LEN};
-pub use canonical::{canonical_json, write_canonical_json};
+pub use canonical::{canonical_json, canonical_json_of_properties, write_canonical_json};
 pub use error::DocumentError;
 pub use revid::RevId;
 pub use tree::{

@@ -1,4 +1,29 @@
 //! Revision trees: every revision of one document, with parents, flags and (some) bodies.
+//!
+//! # Invariants
+//!
+//! Revisions are stored in a `Vec`; a parent link is an index into it. Every mutating method
+//! keeps parents **before** their children (a parent's index is lower than its child's), and a
+//! child's generation is always its parent's plus one. Revision IDs are unique in a tree.
+//!
+//! # Encoded form ([`RevTree::encode`], version 1)
+//!
+//! All integers marked *varint* are unsigned LEB128 (7 bits per byte, low bits first, at most
+//! 10 bytes, no redundant trailing zero byte).
+//!
+//! | field | encoding |
+//! |---|---|
+//! | format version | 1 byte, `1` |
+//! | revision count `n` | varint |
+//! | then `n` times, parents before children: | |
+//! | revision ID length | varint |
+//! | revision ID | that many ASCII bytes (`gen-digest`) |
+//! | parent | varint: `0` = none, else the parent's position + 1 (must be below the revision's own position) |
+//! | flags | 1 byte: bit 0 deleted, bit 1 conflict, bit 2 closed, bit 3 has body; other bits 0 |
+//! | sequence | varint |
+//! | body length, body | only with bit 3: varint, then that many bytes (canonical JSON) |
+//!
+//! Nothing may follow the last revision.
 
 use bytes::Bytes;
 
@@ -100,7 +125,7 @@ impl RevTree {
 
     /// The revision with this ID.
     pub fn get(&self, id: &RevId) -> Option<&Revision> {
-        todo!("{id}")
+        self.index_of(id).and_then(|i| self.revs.get(i))
     }
 
     /// Whether the tree holds this revision.
@@ -110,28 +135,47 @@ impl RevTree {
 
     /// The parent of a revision (`None` for a root, or when the parent was pruned).
     pub fn parent(&self, id: &RevId) -> Option<&Revision> {
-        todo!("{id}")
+        let rev = self.get(id)?;
+        self.revs.get(idx(rev.parent?))
     }
 
     /// The leaves: revisions without children.
     pub fn leaves(&self) -> Vec<&Revision> {
-        todo!()
+        let has_children = HasChildren::of(&self.revs);
+        self.revs
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !has_children.get(i))
+            .map(|(_, rev)| rev)
+            .collect()
     }
 
     /// The current (winning) revision by Couchbase Lite's rule: leaves first, then revisions
     /// not flagged conflict, then live before deleted, then not closed, then the higher revID.
     pub fn current(&self) -> Option<&Revision> {
-        todo!()
+        self.current_index().and_then(|i| self.revs.get(i))
     }
 
     /// Whether more than one leaf is live (not deleted).
     pub fn is_conflicted(&self) -> bool {
-        todo!()
+        let has_children = HasChildren::of(&self.revs);
+        self.revs
+            .iter()
+            .enumerate()
+            .filter(|&(i, rev)| !has_children.get(i) && !rev.deleted)
+            .nth(1)
+            .is_some()
     }
 
     /// The revision and its ancestors, newest first (as far as the tree still knows them).
     pub fn history(&self, id: &RevId) -> Vec<&RevId> {
-        todo!("{id}")
+        let mut out = Vec::new();
+        let mut next = self.index_of(id);
+        while let Some(rev) = next.and_then(|i| self.revs.get(i)) {
+            out.push(&rev.id);
+            next = rev.parent.map(idx);
+        }
+        out
     }
 
     /// Adds a revision made locally as a child of `parent` (or as the first revision when
@@ -146,8 +190,39 @@ impl RevTree {
         deleted: bool,
         sequence: u64,
     ) -> Result<RevId, DocumentError> {
-        let _ = (parent, body, deleted, sequence);
-        todo!()
+        let parent_index = match parent {
+            None if !self.revs.is_empty() => return Err(DocumentError::Conflict),
+            None => None,
+            Some(parent_id) => {
+                let i = self
+                    .index_of(parent_id)
+                    .ok_or_else(|| DocumentError::RevisionNotFound(parent_id.to_string()))?;
+                if self.has_child(i) {
+                    return Err(DocumentError::Conflict);
+                }
+                if parent_id.generation() == u32::MAX {
+                    return Err(DocumentError::InvalidHistory(format!(
+                        "revision {parent_id} has the highest possible generation"
+                    )));
+                }
+                Some(as_u32(i)?)
+            }
+        };
+        let id = RevId::compute(parent, deleted, &body);
+        if self.contains(&id) {
+            return Err(DocumentError::Conflict);
+        }
+        self.next_index()?;
+        self.revs.push(Revision {
+            id: id.clone(),
+            parent: parent_index,
+            deleted,
+            conflict: false,
+            closed: false,
+            sequence,
+            body: Some(body),
+        });
+        Ok(id)
     }
 
     /// Inserts a revision received from a peer with its history: `history[0]` is the new
@@ -168,48 +243,1311 @@ impl RevTree {
         sequence: u64,
         mode: InsertMode,
     ) -> Result<InsertOutcome, DocumentError> {
-        let _ = (history, body, deleted, sequence, mode);
-        todo!()
+        validate_history(history)?;
+        let attachment = self.find_attachment(history);
+        if let Some((0, i)) = attachment {
+            if let Some(rev) = self.revs.get_mut(i) {
+                if rev.body.is_none() {
+                    rev.body = body;
+                }
+                return Ok(InsertOutcome {
+                    added: 0,
+                    common_ancestor: Some(rev.id.clone()),
+                    conflict: false,
+                });
+            }
+        }
+        let (added, parent_index) = match attachment {
+            Some((k, i)) => (k, Some(i)),
+            None => (history.len(), None),
+        };
+        let parent_is_conflict = parent_index
+            .and_then(|i| self.revs.get(i))
+            .is_some_and(|rev| rev.conflict);
+        let conflict = match mode {
+            InsertMode::NoConflicts => {
+                let allowed = match parent_index {
+                    Some(i) => !self.has_child(i),
+                    None => self.revs.is_empty(),
+                };
+                if !allowed {
+                    return Err(DocumentError::Conflict);
+                }
+                // Extending a leaf of a conflicting branch keeps extending that conflict.
+                parent_is_conflict
+            }
+            InsertMode::AllowConflicts => {
+                parent_is_conflict
+                    || (!self.revs.is_empty() && parent_index != self.current_index())
+            }
+        };
+        if u32::try_from(self.revs.len() + added).is_err() {
+            return Err(DocumentError::InvalidHistory(
+                "revision tree would be too large".to_owned(),
+            ));
+        }
+        let common_ancestor = parent_index
+            .and_then(|i| self.revs.get(i))
+            .map(|r| r.id.clone());
+        let mut parent = match parent_index {
+            Some(i) => Some(as_u32(i)?),
+            None => None,
+        };
+        let mut body = body;
+        self.revs.reserve(added);
+        for k in (0..added).rev() {
+            let Some(id) = history.get(k) else { break };
+            let newest = k == 0;
+            let own = self.next_index()?;
+            self.revs.push(Revision {
+                id: id.clone(),
+                parent,
+                deleted: newest && deleted,
+                conflict,
+                closed: false,
+                sequence,
+                body: if newest { body.take() } else { None },
+            });
+            parent = Some(own);
+        }
+        Ok(InsertOutcome {
+            added,
+            common_ancestor,
+            conflict,
+        })
     }
 
     /// Replaces (or removes, with `None`) the kept body of a revision.
     pub fn set_body(&mut self, id: &RevId, body: Option<Bytes>) -> Result<(), DocumentError> {
-        let _ = (id, body);
-        todo!()
+        let rev = self
+            .index_of(id)
+            .and_then(|i| self.revs.get_mut(i))
+            .ok_or_else(|| DocumentError::RevisionNotFound(id.to_string()))?;
+        rev.body = body;
+        Ok(())
     }
 
     /// Removes every revision that is `max_depth` or more generations above all of its
     /// leaf descendants. Never removes a leaf. Returns how many revisions were removed.
     pub fn prune(&mut self, max_depth: u32) -> usize {
-        let _ = max_depth;
-        todo!()
+        // Distance from each revision to its nearest leaf descendant. Children come after
+        // their parents, so one backward pass sees every child before its parent.
+        let mut distance = vec![u32::MAX; self.revs.len()];
+        for i in (0..self.revs.len()).rev() {
+            let Some(rev) = self.revs.get(i) else {
+                continue;
+            };
+            let own = match distance.get_mut(i) {
+                Some(d) => {
+                    if *d == u32::MAX {
+                        *d = 0; // no child has lowered it: a leaf
+                    }
+                    *d
+                }
+                None => continue,
+            };
+            if let Some(d) = rev.parent.and_then(|p| distance.get_mut(idx(p))) {
+                *d = (*d).min(own.saturating_add(1));
+            }
+        }
+        let keep: Vec<bool> = distance.iter().map(|&d| d < max_depth || d == 0).collect();
+        self.retain_indexes(&keep)
     }
 
     /// Drops bodies no longer needed: keeps those of every leaf and of the `keep_ancestors`
     /// nearest ancestors of the current revision.
     pub fn drop_old_bodies(&mut self, keep_ancestors: usize) {
-        let _ = keep_ancestors;
-        todo!()
+        let has_children = HasChildren::of(&self.revs);
+        let mut keep: Vec<bool> = (0..self.revs.len()).map(|i| !has_children.get(i)).collect();
+        let mut next = self.current_index();
+        let mut ancestors_left = keep_ancestors;
+        while let Some(i) = next {
+            next = None;
+            if let Some(k) = keep.get_mut(i) {
+                *k = true;
+            }
+            if ancestors_left > 0 {
+                if let Some(p) = self.revs.get(i).and_then(|rev| rev.parent) {
+                    ancestors_left -= 1;
+                    next = Some(idx(p));
+                }
+            }
+        }
+        for (rev, keep) in self.revs.iter_mut().zip(keep) {
+            if !keep {
+                rev.body = None;
+            }
+        }
     }
 
     /// Removes a leaf and its ancestors up to (not including) the first ancestor that has
     /// other children: the branch disappears as if never received. Returns how many revisions
     /// were removed.
     pub fn remove_branch(&mut self, leaf: &RevId) -> Result<usize, DocumentError> {
-        let _ = leaf;
-        todo!()
+        let start = self
+            .index_of(leaf)
+            .ok_or_else(|| DocumentError::RevisionNotFound(leaf.to_string()))?;
+        let mut child_count = vec![0u32; self.revs.len()];
+        for rev in &self.revs {
+            if let Some(c) = rev.parent.and_then(|p| child_count.get_mut(idx(p))) {
+                *c += 1;
+            }
+        }
+        if child_count.get(start).copied().unwrap_or(0) != 0 {
+            return Err(DocumentError::InvalidHistory(format!(
+                "revision {leaf} is not a leaf"
+            )));
+        }
+        let mut keep = vec![true; self.revs.len()];
+        let mut next = Some(start);
+        while let Some(i) = next {
+            if let Some(k) = keep.get_mut(i) {
+                *k = false;
+            }
+            next = self
+                .revs
+                .get(i)
+                .and_then(|rev| rev.parent)
+                .map(idx)
+                .filter(|&p| child_count.get(p).copied().unwrap_or(0) <= 1);
+        }
+        Ok(self.retain_indexes(&keep))
     }
 
     /// Encodes the tree (IDs, parents, flags, sequences, kept bodies) into a compact binary
     /// form for storage.
     pub fn encode(&self) -> Vec<u8> {
-        todo!()
+        let mut size = 1 + varint_len(self.revs.len() as u64);
+        for rev in &self.revs {
+            let id_len = rev.id.as_str().len();
+            size += varint_len(id_len as u64)
+                + id_len
+                + varint_len(rev.parent.map_or(0, |p| u64::from(p) + 1))
+                + 1
+                + varint_len(rev.sequence);
+            if let Some(body) = &rev.body {
+                size += varint_len(body.len() as u64) + body.len();
+            }
+        }
+        let mut out = Vec::with_capacity(size);
+        out.push(FORMAT_VERSION);
+        put_varint(&mut out, self.revs.len() as u64);
+        for rev in &self.revs {
+            let id = rev.id.as_str().as_bytes();
+            put_varint(&mut out, id.len() as u64);
+            out.extend_from_slice(id);
+            put_varint(&mut out, rev.parent.map_or(0, |p| u64::from(p) + 1));
+            let mut flags = 0u8;
+            if rev.deleted {
+                flags |= FLAG_DELETED;
+            }
+            if rev.conflict {
+                flags |= FLAG_CONFLICT;
+            }
+            if rev.closed {
+                flags |= FLAG_CLOSED;
+            }
+            if rev.body.is_some() {
+                flags |= FLAG_HAS_BODY;
+            }
+            out.push(flags);
+            put_varint(&mut out, rev.sequence);
+            if let Some(body) = &rev.body {
+                put_varint(&mut out, body.len() as u64);
+                out.extend_from_slice(body);
+            }
+        }
+        debug_assert_eq!(out.len(), size);
+        out
     }
 
     /// Decodes what [`RevTree::encode`] produced; refuses anything malformed with
     /// [`DocumentError::CorruptTree`], never panics.
     pub fn decode(bytes: &[u8]) -> Result<RevTree, DocumentError> {
-        let _ = bytes;
-        todo!()
+        let mut reader = Reader { rest: bytes };
+        if reader.byte()? != FORMAT_VERSION {
+            return Err(DocumentError::CorruptTree("unknown format version"));
+        }
+        let count = reader.varint()?;
+        // Every revision takes at least MIN_ENCODED_REVISION bytes: never trust the count
+        // for more capacity than the input could hold.
+        if count > (reader.rest.len() / MIN_ENCODED_REVISION) as u64 {
+            return Err(DocumentError::CorruptTree(
+                "revision count exceeds the data",
+            ));
+        }
+        let count = usize::try_from(count)
+            .map_err(|_| DocumentError::CorruptTree("revision count exceeds the data"))?;
+        let mut revs: Vec<Revision> = Vec::with_capacity(count);
+        for own in 0..count {
+            let id_len = reader.varint()?;
+            let id_text = std::str::from_utf8(reader.take(id_len)?)
+                .map_err(|_| DocumentError::CorruptTree("revision ID is not UTF-8"))?;
+            let id = RevId::parse(id_text)
+                .map_err(|_| DocumentError::CorruptTree("invalid revision ID"))?;
+            let parent = match reader.varint()? {
+                0 => None,
+                p => {
+                    let p = usize::try_from(p - 1)
+                        .ok()
+                        .filter(|&p| p < own)
+                        .ok_or(DocumentError::CorruptTree("parent index out of range"))?;
+                    let parent_generation = revs.get(p).map_or(0, |r| r.id.generation());
+                    if parent_generation.checked_add(1) != Some(id.generation()) {
+                        return Err(DocumentError::CorruptTree(
+                            "generation is not the parent's plus one",
+                        ));
+                    }
+                    Some(
+                        as_u32(p)
+                            .map_err(|_| DocumentError::CorruptTree("parent index out of range"))?,
+                    )
+                }
+            };
+            let flags = reader.byte()?;
+            if flags & !FLAG_ALL != 0 {
+                return Err(DocumentError::CorruptTree("unknown revision flags"));
+            }
+            let sequence = reader.varint()?;
+            let body = if flags & FLAG_HAS_BODY != 0 {
+                let len = reader.varint()?;
+                Some(Bytes::copy_from_slice(reader.take(len)?))
+            } else {
+                None
+            };
+            revs.push(Revision {
+                id,
+                parent,
+                deleted: flags & FLAG_DELETED != 0,
+                conflict: flags & FLAG_CONFLICT != 0,
+                closed: flags & FLAG_CLOSED != 0,
+                sequence,
+                body,
+            });
+        }
+        if !reader.rest.is_empty() {
+            return Err(DocumentError::CorruptTree("trailing bytes"));
+        }
+        if revs.len() > 1 {
+            let mut ids: Vec<&RevId> = revs.iter().map(|r| &r.id).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|pair| pair.first() == pair.get(1)) {
+                return Err(DocumentError::CorruptTree("duplicate revision ID"));
+            }
+        }
+        Ok(RevTree { revs })
+    }
+
+    /// Position of the revision with this ID.
+    fn index_of(&self, id: &RevId) -> Option<usize> {
+        self.revs.iter().position(|rev| rev.id == *id)
+    }
+
+    /// Whether some revision has the one at `i` as its parent.
+    fn has_child(&self, i: usize) -> bool {
+        self.revs.iter().any(|rev| rev.parent.map(idx) == Some(i))
+    }
+
+    /// The index the next pushed revision will get, if it fits a parent link.
+    fn next_index(&self) -> Result<u32, DocumentError> {
+        as_u32(self.revs.len())
+    }
+
+    /// Position of the current revision (see [`RevTree::current`]).
+    fn current_index(&self) -> Option<usize> {
+        let has_children = HasChildren::of(&self.revs);
+        // Higher is better: leaf, not conflict, live, not closed; then the higher revID.
+        let rank = |i: usize, rev: &Revision| {
+            (
+                !has_children.get(i),
+                !rev.conflict,
+                !rev.deleted,
+                !rev.closed,
+            )
+        };
+        let mut best: Option<(usize, &Revision)> = None;
+        for (i, rev) in self.revs.iter().enumerate() {
+            let better = match best {
+                None => true,
+                Some((b, best_rev)) => rank(i, rev)
+                    .cmp(&rank(b, best_rev))
+                    .then_with(|| rev.id.cmp(&best_rev.id))
+                    .is_gt(),
+            };
+            if better {
+                best = Some((i, rev));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Finds the newest history entry present in the tree: `(position in history, index in
+    /// the tree)`. `history` must have consecutive generations (see [`validate_history`]).
+    fn find_attachment(&self, history: &[RevId]) -> Option<(usize, usize)> {
+        let newest = history.first()?.generation();
+        let mut found: Option<(usize, usize)> = None;
+        for (i, rev) in self.revs.iter().enumerate() {
+            // Generations in `history` are consecutive, so each tree revision has at most
+            // one position where it could appear.
+            let Some(k) = newest
+                .checked_sub(rev.id.generation())
+                .and_then(|k| usize::try_from(k).ok())
+            else {
+                continue;
+            };
+            if history.get(k) == Some(&rev.id) && found.is_none_or(|(best, _)| k < best) {
+                found = Some((k, i));
+            }
+        }
+        found
+    }
+
+    /// Keeps the revisions whose `keep` entry is true (in order), re-linking parents: a
+    /// revision whose parent goes becomes a root. Returns how many were removed.
+    fn retain_indexes(&mut self, keep: &[bool]) -> usize {
+        let before = self.revs.len();
+        let mut new_index: Vec<Option<u32>> = Vec::with_capacity(before);
+        let mut next = 0u32;
+        for &k in keep.iter().chain(std::iter::repeat(&true)).take(before) {
+            if k {
+                new_index.push(Some(next));
+                next += 1;
+            } else {
+                new_index.push(None);
+            }
+        }
+        if next as usize == before {
+            return 0;
+        }
+        let mut position = 0usize;
+        self.revs.retain_mut(|rev| {
+            let kept = new_index.get(position).copied().flatten().is_some();
+            position += 1;
+            if kept {
+                rev.parent = rev
+                    .parent
+                    .and_then(|p| new_index.get(idx(p)).copied().flatten());
+            }
+            kept
+        });
+        before - self.revs.len()
+    }
+}
+
+const FORMAT_VERSION: u8 = 1;
+const FLAG_DELETED: u8 = 1 << 0;
+const FLAG_CONFLICT: u8 = 1 << 1;
+const FLAG_CLOSED: u8 = 1 << 2;
+const FLAG_HAS_BODY: u8 = 1 << 3;
+const FLAG_ALL: u8 = FLAG_DELETED | FLAG_CONFLICT | FLAG_CLOSED | FLAG_HAS_BODY;
+/// The smallest encoded revision: ID length, `1-ab` (4 bytes), parent, flags, sequence.
+const MIN_ENCODED_REVISION: usize = 8;
+
+/// A stored parent link as a `Vec` index.
+fn idx(parent: u32) -> usize {
+    parent as usize
+}
+
+/// A `Vec` index as a stored parent link.
+fn as_u32(i: usize) -> Result<u32, DocumentError> {
+    u32::try_from(i)
+        .map_err(|_| DocumentError::InvalidHistory("revision tree too large".to_owned()))
+}
+
+/// Checks that a history is non-empty with generations decreasing by exactly one.
+fn validate_history(history: &[RevId]) -> Result<(), DocumentError> {
+    if history.is_empty() {
+        return Err(DocumentError::InvalidHistory("empty history".to_owned()));
+    }
+    for pair in history.windows(2) {
+        if let [newer, older] = pair {
+            if older.generation().checked_add(1) != Some(newer.generation()) {
+                return Err(DocumentError::InvalidHistory(format!(
+                    "{older} cannot be the parent of {newer}: generations must decrease by one"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which revisions have at least one child; a bit mask for small trees (no allocation).
+enum HasChildren {
+    Small(u64),
+    Large(Vec<bool>),
+}
+
+impl HasChildren {
+    fn of(revs: &[Revision]) -> HasChildren {
+        if revs.len() <= 64 {
+            let mut mask = 0u64;
+            for p in revs.iter().filter_map(|rev| rev.parent) {
+                mask |= 1u64.checked_shl(p).unwrap_or(0);
+            }
+            HasChildren::Small(mask)
+        } else {
+            let mut flags = vec![false; revs.len()];
+            for p in revs.iter().filter_map(|rev| rev.parent) {
+                if let Some(flag) = flags.get_mut(idx(p)) {
+                    *flag = true;
+                }
+            }
+            HasChildren::Large(flags)
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            HasChildren::Small(mask) => u32::try_from(i)
+                .ok()
+                .and_then(|i| mask.checked_shr(i))
+                .is_some_and(|m| m & 1 == 1),
+            HasChildren::Large(flags) => flags.get(i).copied().unwrap_or(false),
+        }
+    }
+}
+
+/// Bytes taken by `value` as a LEB128 varint.
+fn varint_len(value: u64) -> usize {
+    let bits = 64 - value.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+/// Appends `value` as a LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A bounds-checked cursor over encoded bytes.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, DocumentError> {
+        let (&first, rest) = self
+            .rest
+            .split_first()
+            .ok_or(DocumentError::CorruptTree("truncated data"))?;
+        self.rest = rest;
+        Ok(first)
+    }
+
+    fn varint(&mut self) -> Result<u64, DocumentError> {
+        let mut value = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let byte = self.byte()?;
+            let low = u64::from(byte & 0x7f);
+            if shift == 63 && low > 1 {
+                return Err(DocumentError::CorruptTree("varint overflow"));
+            }
+            if byte == 0 && shift > 0 {
+                return Err(DocumentError::CorruptTree("non-minimal varint"));
+            }
+            value |= low << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(DocumentError::CorruptTree("varint overflow"));
+            }
+        }
+    }
+
+    fn take(&mut self, len: u64) -> Result<&'a [u8], DocumentError> {
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= self.rest.len())
+            .ok_or(DocumentError::CorruptTree("length exceeds the data"))?;
+        let (taken, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(taken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rid(text: &str) -> RevId {
+        RevId::parse(text).unwrap()
+    }
+
+    fn ids(list: &[&str]) -> Vec<RevId> {
+        list.iter().map(|t| rid(t)).collect()
+    }
+
+    fn body(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    /// A local chain of `n` revisions made with `add_child`; returns the tree and the IDs,
+    /// oldest first.
+    fn local_chain(n: usize) -> (RevTree, Vec<RevId>) {
+        let mut tree = RevTree::new();
+        let mut made: Vec<RevId> = Vec::new();
+        for i in 0..n {
+            let id = tree
+                .add_child(
+                    made.last(),
+                    body(&format!(r#"{{"n":{i}}}"#)),
+                    false,
+                    i as u64 + 1,
+                )
+                .unwrap();
+            made.push(id);
+        }
+        (tree, made)
+    }
+
+    fn current_id(tree: &RevTree) -> String {
+        tree.current().unwrap().id().to_string()
+    }
+
+    #[test]
+    fn add_child_builds_a_chain_and_the_newest_is_current() {
+        let mut tree = RevTree::new();
+        assert!(tree.current().is_none());
+        let r1 = tree
+            .add_child(None, body(r#"{"age":30,"name":"Alice"}"#), false, 1)
+            .unwrap();
+        assert_eq!(r1.as_str(), "1-291c8a3c890453134009043aa089fcd9b5f8f217");
+        let r2 = tree
+            .add_child(Some(&r1), body(r#"{"age":31,"name":"Alice"}"#), false, 2)
+            .unwrap();
+        assert_eq!(r2.as_str(), "2-a5adf9c3107fd2feb539362efcf947efbd2284ff");
+        let r3 = tree.add_child(Some(&r2), body("{}"), true, 3).unwrap();
+        assert_eq!(r3.as_str(), "3-7e8a4e770e241993e449409d56e2344e688f9418");
+
+        assert_eq!(tree.len(), 3);
+        assert_eq!(tree.current().unwrap().id(), &r3);
+        assert!(tree.current().unwrap().is_deleted());
+        assert_eq!(tree.current().unwrap().sequence(), 3);
+        assert_eq!(tree.history(&r3), vec![&r3, &r2, &r1]);
+        assert_eq!(tree.parent(&r2).unwrap().id(), &r1);
+        assert!(tree.parent(&r1).is_none());
+        assert_eq!(tree.leaves().len(), 1);
+        assert!(!tree.is_conflicted());
+        assert_eq!(
+            tree.get(&r2).unwrap().body().unwrap(),
+            &body(r#"{"age":31,"name":"Alice"}"#)
+        );
+    }
+
+    #[test]
+    fn add_child_refusals() {
+        let (mut tree, made) = local_chain(2);
+        // A root while the tree is not empty.
+        assert_eq!(
+            tree.add_child(None, body("{}"), false, 9),
+            Err(DocumentError::Conflict)
+        );
+        // A non-leaf parent.
+        assert_eq!(
+            tree.add_child(Some(&made[0]), body("{}"), false, 9),
+            Err(DocumentError::Conflict)
+        );
+        // An unknown parent.
+        assert_eq!(
+            tree.add_child(Some(&rid("7-abcd")), body("{}"), false, 9),
+            Err(DocumentError::RevisionNotFound("7-abcd".to_owned()))
+        );
+        assert_eq!(tree.len(), 2);
+    }
+
+    #[test]
+    fn add_child_with_an_existing_id_is_a_conflict() {
+        // The same edit computed twice: build a tree where the would-be child already exists
+        // as a disconnected root (possible after pruning), then repeat the edit.
+        let parent = rid("1-291c8a3c890453134009043aa089fcd9b5f8f217");
+        let child = RevId::compute(Some(&parent), false, b"{}");
+        let mut tree = RevTree::new();
+        tree.insert_history(
+            std::slice::from_ref(&child),
+            None,
+            false,
+            1,
+            InsertMode::NoConflicts,
+        )
+        .unwrap();
+        tree.insert_history(
+            std::slice::from_ref(&parent),
+            None,
+            false,
+            2,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        assert_eq!(
+            tree.add_child(Some(&parent), body("{}"), false, 3),
+            Err(DocumentError::Conflict)
+        );
+    }
+
+    #[test]
+    fn conflicting_branch_stays_non_current() {
+        let (mut tree, made) = local_chain(3);
+        let local = made[2].clone();
+        // Remote branch off revision 2, higher generation than the local leaf.
+        let history = vec![rid("4-ffff"), rid("3-ffff"), made[1].clone()];
+        let outcome = tree
+            .insert_history(
+                &history,
+                Some(body(r#"{"r":1}"#)),
+                false,
+                10,
+                InsertMode::AllowConflicts,
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            InsertOutcome {
+                added: 2,
+                common_ancestor: Some(made[1].clone()),
+                conflict: true
+            }
+        );
+        assert_eq!(tree.len(), 5);
+        assert!(tree.is_conflicted());
+        assert_eq!(tree.current().unwrap().id(), &local);
+        let remote = tree.get(&rid("4-ffff")).unwrap();
+        assert!(remote.is_conflict());
+        assert_eq!(remote.sequence(), 10);
+        assert_eq!(remote.body().unwrap(), &body(r#"{"r":1}"#));
+        let middle = tree.get(&rid("3-ffff")).unwrap();
+        assert!(middle.is_conflict());
+        assert!(middle.body().is_none());
+        assert_eq!(middle.sequence(), 10);
+        assert!(!tree.get(&local).unwrap().is_conflict());
+        assert_eq!(tree.parent(&rid("3-ffff")).unwrap().id(), &made[1]);
+
+        // Extending the conflicting branch keeps it flagged (its leaf is not current).
+        let outcome = tree
+            .insert_history(
+                &ids(&["5-aaaa", "4-ffff", "3-ffff"]),
+                None,
+                false,
+                11,
+                InsertMode::AllowConflicts,
+            )
+            .unwrap();
+        assert!(outcome.conflict);
+        assert!(tree.get(&rid("5-aaaa")).unwrap().is_conflict());
+        assert_eq!(tree.current().unwrap().id(), &local);
+
+        // Extending the current revision is not a conflict.
+        let next_gen = format!("4-{}", "ab".repeat(20));
+        let outcome = tree
+            .insert_history(
+                &[rid(&next_gen), local.clone()],
+                Some(body("{}")),
+                false,
+                12,
+                InsertMode::AllowConflicts,
+            )
+            .unwrap();
+        assert!(!outcome.conflict);
+        assert_eq!(current_id(&tree), next_gen);
+
+        // A history sharing nothing becomes a new root, flagged conflict.
+        let outcome = tree
+            .insert_history(
+                &ids(&["2-cc", "1-cc"]),
+                None,
+                false,
+                13,
+                InsertMode::AllowConflicts,
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            InsertOutcome {
+                added: 2,
+                common_ancestor: None,
+                conflict: true
+            }
+        );
+        assert!(tree.parent(&rid("1-cc")).is_none());
+        assert!(tree.get(&rid("1-cc")).unwrap().is_conflict());
+        assert_eq!(current_id(&tree), next_gen);
+    }
+
+    #[test]
+    fn extending_a_conflict_flagged_revision_stays_flagged() {
+        // Local chain 1..3 plus a pulled branch 3-ff; then the local branch is removed, so
+        // the only leaf (and the current revision) is the flagged 3-ff.
+        let (mut tree, made) = local_chain(3);
+        tree.insert_history(
+            &[rid("3-ff"), made[1].clone()],
+            None,
+            false,
+            4,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        assert_eq!(tree.remove_branch(&made[2]), Ok(1));
+        assert_eq!(current_id(&tree), "3-ff");
+        assert!(tree.current().unwrap().is_conflict());
+
+        for (id, mode) in [
+            ("4-ff", InsertMode::AllowConflicts),
+            ("5-ff", InsertMode::NoConflicts),
+        ] {
+            let parent = tree.current().unwrap().id().clone();
+            let outcome = tree
+                .insert_history(&[rid(id), parent.clone()], None, false, 5, mode)
+                .unwrap();
+            assert_eq!(
+                outcome,
+                InsertOutcome {
+                    added: 1,
+                    common_ancestor: Some(parent),
+                    conflict: true
+                },
+                "{mode:?}"
+            );
+            assert!(tree.get(&rid(id)).unwrap().is_conflict());
+            assert_eq!(current_id(&tree), id);
+        }
+        // A local edit on top of it is not flagged.
+        let edit = tree
+            .add_child(Some(&rid("5-ff")), body("{}"), false, 6)
+            .unwrap();
+        assert!(!tree.get(&edit).unwrap().is_conflict());
+    }
+
+    #[test]
+    fn no_conflicts_mode_refuses_branches() {
+        let (mut tree, made) = local_chain(3);
+        // Attachment point is not a leaf.
+        let history = vec![rid("3-ffff"), made[1].clone()];
+        assert_eq!(
+            tree.insert_history(&history, None, false, 5, InsertMode::NoConflicts),
+            Err(DocumentError::Conflict)
+        );
+        // Nothing in common with a non-empty tree.
+        assert_eq!(
+            tree.insert_history(
+                &ids(&["2-ff", "1-ff"]),
+                None,
+                false,
+                5,
+                InsertMode::NoConflicts
+            ),
+            Err(DocumentError::Conflict)
+        );
+        assert_eq!(tree.len(), 3);
+        // Extending the leaf is fine.
+        let outcome = tree
+            .insert_history(
+                &[rid("5-ee"), rid("4-ee"), made[2].clone(), made[1].clone()],
+                Some(body("{}")),
+                false,
+                6,
+                InsertMode::NoConflicts,
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            InsertOutcome {
+                added: 2,
+                common_ancestor: Some(made[2].clone()),
+                conflict: false
+            }
+        );
+        assert_eq!(current_id(&tree), "5-ee");
+        // Into an empty tree, anything goes.
+        let mut empty = RevTree::new();
+        let outcome = empty
+            .insert_history(
+                &ids(&["3-aa", "2-aa"]),
+                Some(body("{}")),
+                true,
+                1,
+                InsertMode::NoConflicts,
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            InsertOutcome {
+                added: 2,
+                common_ancestor: None,
+                conflict: false
+            }
+        );
+        assert!(empty.current().unwrap().is_deleted());
+        assert!(!empty.get(&rid("2-aa")).unwrap().is_deleted());
+    }
+
+    #[test]
+    fn deleted_leaf_loses_to_live_leaf() {
+        // Two unflagged leaves (only decode can build that directly): the tombstone has the
+        // higher revID but the live leaf wins.
+        let mut bytes = vec![1u8, 3];
+        for (id, parent, flags) in [
+            ("1-aa", 0u8, 0u8),
+            ("2-ff", 1, FLAG_DELETED),
+            ("2-00", 1, 0),
+        ] {
+            bytes.push(id.len() as u8);
+            bytes.extend_from_slice(id.as_bytes());
+            bytes.extend_from_slice(&[parent, flags, 1]);
+        }
+        let tree = RevTree::decode(&bytes).unwrap();
+        assert_eq!(current_id(&tree), "2-00");
+        assert!(!tree.is_conflicted(), "only one live leaf");
+
+        // Through the API: a local branch and a pulled (conflict-flagged) one.
+        let (mut local, made) = local_chain(2);
+        local
+            .insert_history(
+                &[rid("2-ffff"), made[0].clone()],
+                Some(body("{}")),
+                false,
+                3,
+                InsertMode::AllowConflicts,
+            )
+            .unwrap();
+        assert!(local.is_conflicted());
+        // Delete the local leaf: the conflict branch is now the only live leaf, but it keeps
+        // its flag, so the unflagged local tombstone is still current (flag beats liveness)…
+        let tomb = local
+            .add_child(Some(&made[1]), body("{}"), true, 4)
+            .unwrap();
+        assert!(!local.is_conflicted());
+        assert_eq!(local.current().unwrap().id(), &tomb);
+        // …until the conflict branch is extended locally (resolution): the new revision is
+        // not flagged, so it wins.
+        let merged = local
+            .add_child(Some(&rid("2-ffff")), body(r#"{"m":1}"#), false, 5)
+            .unwrap();
+        assert!(!local.get(&merged).unwrap().is_conflict());
+        assert_eq!(local.current().unwrap().id(), &merged);
+    }
+
+    #[test]
+    fn higher_revid_wins_among_equal_generations() {
+        let mut bytes = vec![1u8, 4];
+        for (id, parent) in [("1-aa", 0u8), ("2-0b", 1), ("2-c0", 1), ("2-a1", 1)] {
+            bytes.push(id.len() as u8);
+            bytes.extend_from_slice(id.as_bytes());
+            bytes.extend_from_slice(&[parent, 0, 1]);
+        }
+        let tree = RevTree::decode(&bytes).unwrap();
+        assert_eq!(current_id(&tree), "2-c0");
+        assert!(tree.is_conflicted());
+        assert_eq!(tree.leaves().len(), 3);
+        // A higher generation beats a higher digest.
+        let mut bytes = vec![1u8, 3];
+        for (id, parent) in [("1-aa", 0u8), ("2-ff", 1), ("1-00", 0)] {
+            bytes.push(id.len() as u8);
+            bytes.extend_from_slice(id.as_bytes());
+            bytes.extend_from_slice(&[parent, 0, 1]);
+        }
+        let tree = RevTree::decode(&bytes).unwrap();
+        assert_eq!(current_id(&tree), "2-ff");
+    }
+
+    #[test]
+    fn closed_and_conflict_flags_rank_below_live_unflagged() {
+        // Leaves: 3-ff (closed), 2-ee (conflict), 2-01 (plain, lowest ID): 2-01 wins.
+        let mut bytes = vec![1u8, 5];
+        for (id, parent, flags) in [
+            ("1-aa", 0u8, 0u8),
+            ("2-aa", 1, 0),
+            ("3-ff", 2, FLAG_CLOSED),
+            ("2-ee", 1, FLAG_CONFLICT),
+            ("2-01", 1, 0),
+        ] {
+            bytes.push(id.len() as u8);
+            bytes.extend_from_slice(id.as_bytes());
+            bytes.extend_from_slice(&[parent, flags, 1]);
+        }
+        let tree = RevTree::decode(&bytes).unwrap();
+        assert_eq!(current_id(&tree), "2-01");
+        assert!(tree.get(&rid("3-ff")).unwrap().is_closed());
+    }
+
+    #[test]
+    fn invalid_histories_are_refused() {
+        let mut tree = RevTree::new();
+        for history in [
+            ids(&[]),
+            ids(&["3-aa", "1-aa"]),
+            ids(&["2-aa", "2-bb"]),
+            ids(&["1-aa", "2-aa"]),
+        ] {
+            let err = tree
+                .insert_history(&history, None, false, 1, InsertMode::AllowConflicts)
+                .unwrap_err();
+            assert!(
+                matches!(err, DocumentError::InvalidHistory(_)),
+                "{history:?}: {err:?}"
+            );
+        }
+        assert!(tree.is_empty());
+    }
+
+    #[test]
+    fn inserting_a_present_revision_adds_nothing_and_fills_the_body() {
+        let mut tree = RevTree::new();
+        tree.insert_history(
+            &ids(&["2-aa", "1-aa"]),
+            None,
+            false,
+            1,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        assert!(tree.get(&rid("2-aa")).unwrap().body().is_none());
+        let outcome = tree
+            .insert_history(
+                &ids(&["2-aa", "1-aa"]),
+                Some(body("{}")),
+                false,
+                7,
+                InsertMode::NoConflicts,
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            InsertOutcome {
+                added: 0,
+                common_ancestor: Some(rid("2-aa")),
+                conflict: false
+            }
+        );
+        assert_eq!(tree.len(), 2);
+        assert_eq!(tree.get(&rid("2-aa")).unwrap().body().unwrap(), &body("{}"));
+        // A kept body is not replaced; inserting a non-leaf again works in both modes.
+        tree.insert_history(
+            &ids(&["2-aa"]),
+            Some(body("[1]")),
+            false,
+            8,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        assert_eq!(tree.get(&rid("2-aa")).unwrap().body().unwrap(), &body("{}"));
+        let outcome = tree
+            .insert_history(&ids(&["1-aa"]), None, false, 9, InsertMode::NoConflicts)
+            .unwrap();
+        assert_eq!(outcome.added, 0);
+        assert_eq!(tree.get(&rid("2-aa")).unwrap().sequence(), 1);
+    }
+
+    #[test]
+    fn prune_keeps_max_depth_revisions_of_a_chain() {
+        let (mut tree, made) = local_chain(30);
+        assert_eq!(tree.prune(DEFAULT_MAX_DEPTH), 10);
+        assert_eq!(tree.len(), 20);
+        for (i, id) in made.iter().enumerate() {
+            assert_eq!(tree.contains(id), i >= 10, "{id}");
+        }
+        assert!(
+            tree.parent(&made[10]).is_none(),
+            "oldest kept becomes a root"
+        );
+        assert_eq!(tree.history(&made[29]).len(), 20);
+        assert_eq!(tree.current().unwrap().id(), &made[29]);
+        assert_eq!(tree.prune(DEFAULT_MAX_DEPTH), 0);
+        // The tree still encodes and decodes (parent links re-indexed correctly).
+        assert_eq!(RevTree::decode(&tree.encode()).unwrap(), tree);
+        // A chain of exactly max_depth loses nothing.
+        let (mut short, _) = local_chain(20);
+        assert_eq!(short.prune(20), 0);
+    }
+
+    #[test]
+    fn prune_keeps_every_leaf_of_a_branched_tree() {
+        let (mut tree, made) = local_chain(30);
+        // A short branch off revision 2 and another off revision 25.
+        let branch_a = vec![rid("3-aa"), made[1].clone()];
+        let branch_b = vec![rid("27-bb"), rid("26-bb"), made[24].clone()];
+        for history in [&branch_a, &branch_b] {
+            tree.insert_history(
+                history,
+                Some(body("{}")),
+                false,
+                50,
+                InsertMode::AllowConflicts,
+            )
+            .unwrap();
+        }
+        let removed = tree.prune(20);
+        // made[k] (generation k + 1) is 26 - k above 27-bb and 29 - k above the main leaf,
+        // so made[0..=6] are >= 20 above every leaf except that made[0] and made[1] are
+        // within 2 of 3-aa: removed = made[2..=6].
+        assert_eq!(removed, 5);
+        for id in [&made[29], &rid("3-aa"), &rid("27-bb")] {
+            assert!(tree.contains(id), "{id}");
+        }
+        assert_eq!(tree.leaves().len(), 3);
+        assert!(tree.contains(&made[0]) && tree.contains(&made[1]));
+        assert!(!tree.contains(&made[2]) && !tree.contains(&made[6]));
+        assert!(tree.parent(&made[7]).is_none());
+        assert_eq!(tree.parent(&made[8]).unwrap().id(), &made[7]);
+        assert_eq!(tree.parent(&rid("3-aa")).unwrap().id(), &made[1]);
+        assert_eq!(tree.parent(&rid("26-bb")).unwrap().id(), &made[24]);
+        assert_eq!(RevTree::decode(&tree.encode()).unwrap(), tree);
+
+        // Depth 1 keeps just the leaves.
+        let mut leaves_only = tree.clone();
+        leaves_only.prune(1);
+        assert_eq!(leaves_only.len(), 3);
+        assert!(leaves_only
+            .revisions()
+            .all(|r| leaves_only.parent(r.id()).is_none()));
+    }
+
+    #[test]
+    fn drop_old_bodies_keeps_leaves_and_nearest_ancestors() {
+        let (mut tree, made) = local_chain(5);
+        tree.insert_history(
+            &[rid("3-aa"), made[1].clone()],
+            Some(body("{}")),
+            false,
+            9,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        tree.drop_old_bodies(1);
+        let with_body: Vec<String> = tree
+            .revisions()
+            .filter(|r| r.body().is_some())
+            .map(|r| r.id().to_string())
+            .collect();
+        assert_eq!(
+            with_body,
+            vec![made[3].to_string(), made[4].to_string(), "3-aa".to_owned()]
+        );
+        tree.drop_old_bodies(0);
+        assert!(tree.get(&made[3]).unwrap().body().is_none());
+        assert!(tree.get(&made[4]).unwrap().body().is_some());
+        assert!(tree.get(&rid("3-aa")).unwrap().body().is_some());
+
+        let (mut chain, made) = local_chain(5);
+        chain.drop_old_bodies(10);
+        assert!(chain.revisions().all(|r| r.body().is_some()));
+        chain.set_body(&made[0], None).unwrap();
+        assert!(chain.get(&made[0]).unwrap().body().is_none());
+        assert_eq!(
+            chain.set_body(&rid("9-99"), None),
+            Err(DocumentError::RevisionNotFound("9-99".to_owned()))
+        );
+    }
+
+    #[test]
+    fn remove_branch_removes_up_to_the_fork() {
+        let (mut tree, made) = local_chain(3);
+        tree.insert_history(
+            &ids(&["5-bb", "4-bb", "3-bb"])
+                .into_iter()
+                .chain([made[1].clone()])
+                .collect::<Vec<_>>(),
+            None,
+            false,
+            9,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        assert_eq!(tree.len(), 6);
+        assert!(matches!(
+            tree.remove_branch(&made[1]),
+            Err(DocumentError::InvalidHistory(_))
+        ));
+        assert_eq!(
+            tree.remove_branch(&rid("9-99")),
+            Err(DocumentError::RevisionNotFound("9-99".to_owned()))
+        );
+        assert_eq!(tree.remove_branch(&rid("5-bb")), Ok(3));
+        assert_eq!(tree.len(), 3);
+        assert!(!tree.is_conflicted());
+        assert_eq!(tree.history(&made[2]).len(), 3);
+        assert_eq!(RevTree::decode(&tree.encode()).unwrap(), tree);
+
+        // Removing the only branch empties the tree; the local branch can go too.
+        let mut copy = tree.clone();
+        assert_eq!(copy.remove_branch(&made[2]), Ok(3));
+        assert!(copy.is_empty());
+
+        // Removing the local branch leaves the other one, re-indexed.
+        let (mut tree, made) = local_chain(3);
+        tree.insert_history(
+            &[rid("3-cc"), made[1].clone()],
+            None,
+            false,
+            9,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        assert_eq!(tree.remove_branch(&made[2]), Ok(1));
+        assert_eq!(current_id(&tree), "3-cc");
+        assert_eq!(tree.parent(&rid("3-cc")).unwrap().id(), &made[1]);
+    }
+
+    fn sample_tree() -> RevTree {
+        let (mut tree, made) = local_chain(3);
+        tree.insert_history(
+            &[rid("4-bb"), rid("3-bb"), made[1].clone()],
+            Some(Bytes::from(vec![b'x'; 1000])),
+            true,
+            300,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        tree.insert_history(
+            &ids(&["1-cc"]),
+            None,
+            false,
+            u64::MAX,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        tree
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let empty = RevTree::new();
+        assert_eq!(empty.encode(), vec![1, 0]);
+        assert_eq!(RevTree::decode(&empty.encode()).unwrap(), empty);
+
+        let tree = sample_tree();
+        let bytes = tree.encode();
+        assert_eq!(bytes.capacity(), bytes.len(), "encode pre-sizes exactly");
+        let back = RevTree::decode(&bytes).unwrap();
+        assert_eq!(back, tree);
+        assert_eq!(back.current(), tree.current());
+        assert_eq!(back.encode(), bytes);
+
+        // One revision with a 1 KB body: the layout is the documented one.
+        let mut one = RevTree::new();
+        let id = one
+            .add_child(None, Bytes::from(vec![b'7'; 1024]), false, 300)
+            .unwrap();
+        let bytes = one.encode();
+        let mut expected = vec![1, 1, 42];
+        expected.extend_from_slice(id.as_str().as_bytes());
+        expected.extend_from_slice(&[0, FLAG_HAS_BODY, 0xac, 0x02, 0x80, 0x08]);
+        expected.extend_from_slice(&[b'7'; 1024]);
+        assert_eq!(bytes, expected);
+        assert_eq!(RevTree::decode(&bytes).unwrap(), one);
+    }
+
+    #[test]
+    fn varints() {
+        for value in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            assert_eq!(out.len(), varint_len(value), "{value}");
+            let mut reader = Reader { rest: &out };
+            assert_eq!(reader.varint().unwrap(), value);
+            assert!(reader.rest.is_empty());
+        }
+        for bad in [
+            &[0x80u8][..],
+            &[0x80, 0x00],
+            &[0xff; 10],
+            &[0xff; 11],
+            &[0x80; 12],
+            // 2^64: ten bytes whose last holds more than the one bit left.
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02],
+        ] {
+            assert!(Reader { rest: bad }.varint().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decode_refuses_truncated_and_garbage_input() {
+        let bytes = sample_tree().encode();
+        for len in 0..bytes.len() {
+            assert!(
+                matches!(
+                    RevTree::decode(&bytes[..len]),
+                    Err(DocumentError::CorruptTree(_))
+                ),
+                "prefix of {len} bytes"
+            );
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(
+            RevTree::decode(&trailing),
+            Err(DocumentError::CorruptTree("trailing bytes"))
+        );
+        let mut version = bytes.clone();
+        version[0] = 2;
+        assert_eq!(
+            RevTree::decode(&version),
+            Err(DocumentError::CorruptTree("unknown format version"))
+        );
+        // Flipping any single byte never panics (it may still decode).
+        for i in 0..bytes.len() {
+            for xor in [0x01u8, 0x80, 0xff] {
+                let mut changed = bytes.clone();
+                changed[i] ^= xor;
+                let _ = RevTree::decode(&changed);
+            }
+        }
+        // A huge count with little data is refused before allocating.
+        assert!(RevTree::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f, 4, b'1']).is_err());
+
+        let rev = |id: &str, parent: u8, flags: u8| {
+            let mut out = vec![id.len() as u8];
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&[parent, flags, 1]);
+            out
+        };
+        let tree_of = |revs: &[Vec<u8>]| {
+            let mut out = vec![1u8, revs.len() as u8];
+            for r in revs {
+                out.extend_from_slice(r);
+            }
+            RevTree::decode(&out)
+        };
+        assert!(tree_of(&[rev("1-aa", 0, 0), rev("2-aa", 1, 0)]).is_ok());
+        let corrupt = |revs: &[Vec<u8>], why: &'static str| {
+            assert_eq!(tree_of(revs), Err(DocumentError::CorruptTree(why)));
+        };
+        corrupt(&[rev("1-aa", 1, 0)], "parent index out of range");
+        corrupt(
+            &[rev("1-aa", 2, 0), rev("2-aa", 1, 0)],
+            "parent index out of range",
+        );
+        corrupt(
+            &[rev("1-aa", 0, 0), rev("3-aa", 1, 0)],
+            "generation is not the parent's plus one",
+        );
+        corrupt(&[rev("1-AA", 0, 0)], "invalid revision ID");
+        corrupt(&[rev("1-aa", 0, 0x10)], "unknown revision flags");
+        corrupt(
+            &[rev("1-aa", 0, 0), rev("1-aa", 0, 0)],
+            "duplicate revision ID",
+        );
+        let mut not_utf8 = rev("1-aa", 0, 0);
+        not_utf8[3] = 0xff;
+        corrupt(&[not_utf8], "revision ID is not UTF-8");
+        // A body length beyond the data.
+        corrupt(
+            &[[rev("1-aa", 0, FLAG_HAS_BODY), vec![5, b'{', b'}']].concat()],
+            "length exceeds the data",
+        );
     }
 }
