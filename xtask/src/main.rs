@@ -1,1 +1,55 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, one entry point for CI and for local runs.
+//!
+//! - `cargo xtask ci`: format check, layering check, clippy, tests and docs, in that order
+//!   (what `.ci/run` and the GitHub workflow run).
+//! - `cargo xtask bench [NAME [ARGS...]]`: run an end-to-end benchmark, or list them.
+//! - `cargo xtask help`: usage.
+//!
+//! Kept to one dependency (anyhow) so that it builds in seconds.
+
+mod bench;
+mod ci;
+mod cmd;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+Usage: cargo xtask <command> [args...]
+
+Commands:
+  ci                    run every CI step in order: fmt, layering, clippy, tests, docs
+  bench                 list the benchmarks
+  bench <name> [args]   run a benchmark in the release profile, passing args to it
+                        (e.g. cargo xtask bench storage --quick)
+  help                  print this message";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        anyhow::bail!("no command given");
+    };
+    match command.as_str() {
+        "ci" if rest.is_empty() => ci::run(),
+        "ci" => anyhow::bail!("`ci` takes no arguments, got {rest:?}"),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            println!("{USAGE}");
+            anyhow::bail!("unknown command `{other}`")
+        }
+    }
+}

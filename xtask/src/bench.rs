@@ -1,0 +1,43 @@
+//! `cargo xtask bench`: the end-to-end benchmarks, run in the release (bench) profile.
+
+use anyhow::{bail, Result};
+
+use crate::cmd::{self, cargo};
+
+/// A benchmark target: its name here, the package and `[[bench]]` target that hold it.
+struct Bench {
+    name: &'static str,
+    package: &'static str,
+    target: &'static str,
+    about: &'static str,
+}
+
+const BENCHES: [Bench; 1] = [Bench {
+    name: "storage",
+    package: "ferrolite",
+    target: "storage",
+    about: "save and read back N documents through the Database API vs raw redb \
+            (--docs N, --batch B, --seed S, --quick)",
+}];
+
+/// `bench` alone lists the benchmarks; `bench NAME ARGS...` runs one, passing ARGS to it.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let Some((name, rest)) = args.split_first() else {
+        list();
+        return Ok(());
+    };
+    let Some(bench) = BENCHES.iter().find(|b| b.name == name) else {
+        list();
+        bail!("unknown bench `{name}`");
+    };
+    let mut command = cargo(["bench", "-p", bench.package, "--bench", bench.target, "--"]);
+    command.args(rest);
+    cmd::run(&mut command)
+}
+
+fn list() {
+    println!("Benchmarks (cargo xtask bench <name> [args...]):");
+    for bench in &BENCHES {
+        println!("  {:<10} {}", bench.name, bench.about);
+    }
+}
