@@ -123,7 +123,11 @@ impl BlobRef {
         let content_type = match dict.get("content_type") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(DocumentError::InvalidBlob("\"content_type\" is not a string")),
+            Some(_) => {
+                return Err(DocumentError::InvalidBlob(
+                    "\"content_type\" is not a string",
+                ))
+            }
         };
         Ok(BlobRef {
             digest: BlobDigest::parse(digest)?,
@@ -221,7 +225,13 @@ mod tests {
 
     #[test]
     fn bad_digests_are_refused() {
-        for bad in ["", "sha1-", "md5-GgXWuohWJOrFHeD9ZswSosQVmDc=", "sha1-GgXWuohWJOrFHeD9ZswSosQVmDc", "sha1-!!XWuohWJOrFHeD9ZswSosQVmDc="] {
+        for bad in [
+            "",
+            "sha1-",
+            "md5-GgXWuohWJOrFHeD9ZswSosQVmDc=",
+            "sha1-GgXWuohWJOrFHeD9ZswSosQVmDc",
+            "sha1-!!XWuohWJOrFHeD9ZswSosQVmDc=",
+        ] {
             assert!(BlobDigest::parse(bad).is_err(), "{bad}");
         }
     }

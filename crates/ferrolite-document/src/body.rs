@@ -65,7 +65,15 @@ mod tests {
     #[test]
     fn reserved_keys_are_refused() {
         for key in [
-            "_id", "_rev", "_deleted", "_attachments", "_revisions", "_exp", "_removed", "_x", "",
+            "_id",
+            "_rev",
+            "_deleted",
+            "_attachments",
+            "_revisions",
+            "_exp",
+            "_removed",
+            "_x",
+            "",
         ] {
             let mut props = Properties::new();
             props.insert(key.to_owned(), json!(1));

@@ -1,9 +1,11 @@
 //! Canonical JSON, as Couchbase Lite hashes it: sorted keys, no whitespace, minimal escapes.
+//!
+//! Written by hand rather than through serde's serializer: it runs for every saved revision,
+//! and a direct walk of the value is about twice as fast.
 
 use std::io;
 
 use serde::Serialize;
-use serde_json::ser::{CharEscape, Formatter};
 use serde_json::Value;
 
 use crate::Properties;
@@ -13,82 +15,113 @@ use crate::Properties;
 /// else raw.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    // Writing into a Vec cannot fail.
-    let _ = write_canonical_json(&mut out, value);
+    write_value(&mut out, value);
     out
 }
 
 /// Encodes document properties (a JSON object) as canonical JSON (see [`canonical_json`]).
 pub fn canonical_json_of_properties(properties: &Properties) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, CanonicalFormatter);
-    // Serializing a map of JSON values into a Vec cannot fail.
-    let _ = properties.serialize(&mut ser);
+    let mut out = Vec::with_capacity(1024);
+    write_object(&mut out, properties);
     out
 }
 
 /// Writes the canonical JSON of `value` into `out` (see [`canonical_json`]).
-pub fn write_canonical_json<W: io::Write>(out: W, value: &Value) -> io::Result<()> {
-    // serde_json's `Map` (without `preserve_order`) is a BTreeMap, so keys come out sorted
-    // byte-wise; only string escapes differ from the compact formatter.
-    let mut ser = serde_json::Serializer::with_formatter(out, CanonicalFormatter);
-    value.serialize(&mut ser).map_err(io::Error::other)
+pub fn write_canonical_json<W: io::Write>(mut out: W, value: &Value) -> io::Result<()> {
+    out.write_all(&canonical_json(value))
 }
 
-struct CanonicalFormatter;
-
-impl Formatter for CanonicalFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
-        // serde_json never treats 0x7F as needing an escape; canonical JSON does.
-        let mut start = 0;
-        for (i, b) in fragment.bytes().enumerate() {
-            if b == 0x7f {
-                writer.write_all(&fragment.as_bytes()[start..i])?;
-                writer.write_all(b"\\u007f")?;
-                start = i + 1;
-            }
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            // serde_json's own number formatting (itoa / shortest round-trip floats);
+            // writing a number into a Vec cannot fail.
+            let _ = n.serialize(&mut serde_json::Serializer::new(&mut *out));
         }
-        writer.write_all(&fragment.as_bytes()[start..])
-    }
-
-    fn write_char_escape<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        escape: CharEscape,
-    ) -> io::Result<()> {
-        let text: &[u8] = match escape {
-            CharEscape::Quote => b"\\\"",
-            CharEscape::ReverseSolidus => b"\\\\",
-            CharEscape::LineFeed => b"\\n",
-            CharEscape::CarriageReturn => b"\\r",
-            CharEscape::Tab => b"\\t",
-            CharEscape::Solidus => b"/",
-            CharEscape::Backspace => b"\\u0008",
-            CharEscape::FormFeed => b"\\u000c",
-            CharEscape::AsciiControl(byte) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let esc = [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(byte >> 4)],
-                    HEX[usize::from(byte & 0xf)],
-                ];
-                return writer.write_all(&esc);
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
             }
-        };
-        writer.write_all(text)
+            out.push(b']');
+        }
+        Value::Object(map) => write_object(out, map),
     }
+}
+
+/// serde_json's `Map` (without `preserve_order`) is a BTreeMap: keys come out sorted
+/// byte-wise, which is the canonical order.
+fn write_object(out: &mut Vec<u8>, map: &Properties) {
+    out.push(b'{');
+    for (i, (key, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, key);
+        out.push(b':');
+        write_value(out, item);
+    }
+    out.push(b'}');
+}
+
+/// Which bytes need an escape: 0 = none, b'u' = `\u00xx`, anything else = `\` + that byte.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x7f] = b'u';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table
+};
+
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -116,5 +149,58 @@ mod tests {
             String::from_utf8(canonical_json(&v)).unwrap(),
             r#"{"Z":3,"a":5,"ab":4,"z":2,"é":1}"#
         );
+    }
+
+    #[test]
+    fn numbers_as_serde_json_writes_them() {
+        let v = json!([
+            0,
+            -1,
+            18446744073709551615u64,
+            -9223372036854775808i64,
+            1.5,
+            -0.25,
+            1e300
+        ]);
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).unwrap(),
+            "[0,-1,18446744073709551615,-9223372036854775808,1.5,-0.25,1e+300]"
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[ -~é€😀]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[ -~é]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Without control characters, canonical JSON is serde_json's compact output.
+        #[test]
+        fn matches_compact_serde_json_without_control_characters(v in json_value()) {
+            prop_assert_eq!(canonical_json(&v), serde_json::to_vec(&v).unwrap());
+        }
+
+        /// Canonical JSON always parses back to the same value (strings with every control
+        /// character included; floats left out, as serde_json's parser may be off by an ulp).
+        #[test]
+        fn round_trips(key in "[\u{0}-\u{1f}\u{7f}a\"\\\\]{0,8}", control in "[\u{0}-\u{1f}\u{7f}a\"\\\\]{0,8}", n in any::<i64>()) {
+            let v = json!([{ key: n }, control]);
+            let back: Value = serde_json::from_slice(&canonical_json(&v)).unwrap();
+            prop_assert_eq!(back, v);
+        }
     }
 }

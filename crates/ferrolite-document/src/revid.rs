@@ -31,7 +31,9 @@ impl RevId {
         let generation: u32 = gen_text.parse().map_err(|_| bad())?;
         if digest.len() < 2
             || digest.len() % 2 != 0
-            || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            || !digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
             return Err(bad());
         }
@@ -156,12 +158,27 @@ mod tests {
 
     #[test]
     fn parse_accepts_valid_and_refuses_invalid() {
-        for ok in ["1-ab", "12-2cbcc1ab63c8c99341c2dbe6d6bbfa36", "4294967295-00"] {
+        for ok in [
+            "1-ab",
+            "12-2cbcc1ab63c8c99341c2dbe6d6bbfa36",
+            "4294967295-00",
+        ] {
             assert_eq!(RevId::parse(ok).unwrap().as_str(), ok);
         }
         for bad in [
-            "", "1", "1-", "-ab", "0-ab", "01-ab", "+1-ab", "1-a", "1-AB", "1-xy", "4294967296-ab",
-            "1-ab-cd", " 1-ab",
+            "",
+            "1",
+            "1-",
+            "-ab",
+            "0-ab",
+            "01-ab",
+            "+1-ab",
+            "1-a",
+            "1-AB",
+            "1-xy",
+            "4294967296-ab",
+            "1-ab-cd",
+            " 1-ab",
         ] {
             assert!(RevId::parse(bad).is_err(), "{bad:?} should be refused");
         }
