@@ -32,6 +32,20 @@ pub enum StorageError {
         /// The digest of the bytes received.
         actual: BlobDigest,
     },
+    /// A record that [`crate::Transaction::put`] cannot store: an empty revision tree,
+    /// sequence 0, or a sequence that belongs to another document.
+    #[error("cannot store document {id:?}: {reason}")]
+    InvalidRecord {
+        /// The document's ID.
+        id: String,
+        /// What is wrong with the record.
+        reason: String,
+    },
+    /// An operation inside a write transaction failed (its error was returned to the
+    /// transaction's closure), yet the closure returned `Ok`: the transaction was aborted and
+    /// nothing was written.
+    #[error("transaction aborted after one of its operations failed: {0}")]
+    TransactionAborted(String),
     /// A document-level rule was broken inside a transaction (conflict, bad history, …).
     #[error(transparent)]
     Document(#[from] DocumentError),

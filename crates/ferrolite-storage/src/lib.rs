@@ -5,12 +5,15 @@
 //! [`RedbStore`] keeps them on disk (the default); [`MemoryStore`] keeps them in memory.
 //! Both pass the same conformance suite (`tests/conformance.rs`).
 
+mod codec;
 mod error;
 mod expiry;
 mod feed;
 mod memory;
 mod redb_store;
+mod shared;
 mod store;
+mod stream;
 
 pub use error::StorageError;
 pub use expiry::ExpiryPurger;

@@ -49,7 +49,8 @@ pub struct DatabaseUuids {
 /// What a committed write changed, for listeners (delivered after commit).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitSummary {
-    /// Changes of documents stored by the transaction, in the order they were written.
+    /// Changes of documents the transaction stored at a new sequence, in the order written
+    /// (a put that keeps the document's sequence, such as setting an expiration, is not one).
     pub changes: Vec<Change>,
     /// IDs of documents purged by the transaction.
     pub purged: Vec<String>,
