@@ -417,6 +417,13 @@ impl RevTree {
     /// Encodes the tree (IDs, parents, flags, sequences, kept bodies) into a compact binary
     /// form for storage.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding of [`RevTree::encode`] to `out`, reusing its allocation.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let mut size = 1 + varint_len(self.revs.len() as u64);
         for rev in &self.revs {
             let id_len = rev.id.as_str().len();
@@ -429,14 +436,15 @@ impl RevTree {
                 size += varint_len(body.len() as u64) + body.len();
             }
         }
-        let mut out = Vec::with_capacity(size);
+        let start = out.len();
+        out.reserve(size);
         out.push(FORMAT_VERSION);
-        put_varint(&mut out, self.revs.len() as u64);
+        put_varint(out, self.revs.len() as u64);
         for rev in &self.revs {
             let id = rev.id.as_str().as_bytes();
-            put_varint(&mut out, id.len() as u64);
+            put_varint(out, id.len() as u64);
             out.extend_from_slice(id);
-            put_varint(&mut out, rev.parent.map_or(0, |p| u64::from(p) + 1));
+            put_varint(out, rev.parent.map_or(0, |p| u64::from(p) + 1));
             let mut flags = 0u8;
             if rev.deleted {
                 flags |= FLAG_DELETED;
@@ -451,14 +459,13 @@ impl RevTree {
                 flags |= FLAG_HAS_BODY;
             }
             out.push(flags);
-            put_varint(&mut out, rev.sequence);
+            put_varint(out, rev.sequence);
             if let Some(body) = &rev.body {
-                put_varint(&mut out, body.len() as u64);
+                put_varint(out, body.len() as u64);
                 out.extend_from_slice(body);
             }
         }
-        debug_assert_eq!(out.len(), size);
-        out
+        debug_assert_eq!(out.len() - start, size);
     }
 
     /// Decodes what [`RevTree::encode`] produced; refuses anything malformed with

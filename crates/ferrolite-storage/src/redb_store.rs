@@ -572,7 +572,7 @@ impl<'t> RedbTransaction<'t> {
 
         self.buf.clear();
         codec::put_record_header(&mut self.buf, record.sequence, record.expiration, !deleted);
-        self.buf.extend_from_slice(&record.tree.encode());
+        record.tree.encode_into(&mut self.buf);
         let old = match self
             .docs
             .insert(id, self.buf.as_slice())

@@ -482,8 +482,7 @@ impl Batch<'_> {
             }
         }
         let body = canonical_json_of_properties(doc.properties());
-        let id = doc.id().to_owned();
-        let rev = self.write_revision(&id, doc.revision_id(), body, false, control)?;
+        let rev = self.write_revision(doc.id(), doc.revision_id(), body, false, control)?;
         if let Some(rev) = &rev {
             doc.set_base(Some(rev.clone()));
         }
