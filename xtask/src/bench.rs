@@ -12,13 +12,22 @@ struct Bench {
     about: &'static str,
 }
 
-const BENCHES: [Bench; 1] = [Bench {
-    name: "storage",
-    package: "ferrolite",
-    target: "storage",
-    about: "save and read back N documents through the Database API vs raw redb \
-            (--docs N, --batch B, --seed S, --quick)",
-}];
+const BENCHES: [Bench; 2] = [
+    Bench {
+        name: "storage",
+        package: "ferrolite",
+        target: "storage",
+        about: "save and read back N documents through the Database API vs raw redb \
+                (--docs N, --batch B, --seed S, --quick)",
+    },
+    Bench {
+        name: "protocol",
+        package: "ferrolite-protocol",
+        target: "protocol",
+        about: "encode and decode N `rev` messages through two BLIP connections, plain and \
+                compressed, vs raw deflate (--docs N, --quick)",
+    },
+];
 
 /// `bench` alone lists the benchmarks; `bench NAME ARGS...` runs one, passing ARGS to it.
 pub(crate) fn run(args: &[String]) -> Result<()> {

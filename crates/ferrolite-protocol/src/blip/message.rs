@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use super::{varint, BlipError};
+
 /// The kind of a BLIP message (ACK frames are internal to the codec and never surface here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
@@ -160,4 +162,88 @@ impl Message {
             .unwrap_or(0);
         Some((domain, code))
     }
+}
+
+/// The largest property block LiteCore builds or accepts (`kMaxPropertiesSize`, 100 KiB);
+/// bigger blocks are refused in both directions.
+pub const MAX_PROPERTIES_SIZE: usize = 100 * 1024;
+
+impl Properties {
+    /// The size of the encoded block, `key\0value\0…`, without its length prefix.
+    pub fn encoded_len(&self) -> usize {
+        self.0.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+    }
+
+    /// Appends the encoded block with its length prefix, `uvarint(len) || key\0value\0…`, to
+    /// `out`: what a message starts with.
+    ///
+    /// # Errors
+    ///
+    /// [`BlipError::InvalidProperty`] when a key or value contains a NUL byte,
+    /// [`BlipError::PropertiesTooLarge`] when the block exceeds [`MAX_PROPERTIES_SIZE`].
+    pub fn encode_prefixed(&self, out: &mut Vec<u8>) -> Result<(), BlipError> {
+        let len = self.encoded_len();
+        if len > MAX_PROPERTIES_SIZE {
+            return Err(BlipError::PropertiesTooLarge {
+                size: len as u64,
+                max: MAX_PROPERTIES_SIZE as u64,
+            });
+        }
+        if let Some((key, _)) = self
+            .0
+            .iter()
+            .find(|(k, v)| k.as_bytes().contains(&0) || v.as_bytes().contains(&0))
+        {
+            return Err(BlipError::InvalidProperty { key: key.clone() });
+        }
+        out.reserve(len + varint::MAX_LEN);
+        varint::write(len as u64, out);
+        for (key, value) in &self.0 {
+            out.extend_from_slice(key.as_bytes());
+            out.push(0);
+            out.extend_from_slice(value.as_bytes());
+            out.push(0);
+        }
+        Ok(())
+    }
+
+    /// Decodes a property block (without its length prefix). Keys and values that are not
+    /// valid UTF-8 are converted lossily; repeated keys are kept (lookups see the first).
+    ///
+    /// # Errors
+    ///
+    /// [`BlipError::MalformedProperties`] when a non-empty block does not end in NUL or holds
+    /// an odd number of NULs, [`BlipError::PropertiesTooLarge`] when it exceeds
+    /// [`MAX_PROPERTIES_SIZE`].
+    pub fn decode(block: &[u8]) -> Result<Properties, BlipError> {
+        let Some((&last, strings)) = block.split_last() else {
+            return Ok(Properties::new());
+        };
+        if block.len() > MAX_PROPERTIES_SIZE {
+            return Err(BlipError::PropertiesTooLarge {
+                size: block.len() as u64,
+                max: MAX_PROPERTIES_SIZE as u64,
+            });
+        }
+        if last != 0 {
+            return Err(BlipError::MalformedProperties(
+                "property block does not end in NUL",
+            ));
+        }
+        let mut pieces = strings.split(|&b| b == 0);
+        let mut pairs = Vec::new();
+        while let Some(key) = pieces.next() {
+            let Some(value) = pieces.next() else {
+                return Err(BlipError::MalformedProperties(
+                    "property block holds an odd number of strings",
+                ));
+            };
+            pairs.push((text(key), text(value)));
+        }
+        Ok(Properties(pairs))
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
