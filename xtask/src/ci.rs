@@ -52,8 +52,9 @@ struct Rule {
 }
 
 /// The layering of the workspace: the document crate does no I/O and knows no runtime, the
-/// storage crate knows no network, the protocol crate does not reach into storage.
-const LAYERING: [Rule; 3] = [
+/// storage crate knows no network, the protocol crate is sans-IO and does not reach into
+/// storage, the transport crate knows neither storage nor the protocol.
+const LAYERING: [Rule; 4] = [
     Rule {
         package: "ferrolite-document",
         forbidden: &[
@@ -73,7 +74,18 @@ const LAYERING: [Rule; 3] = [
     },
     Rule {
         package: "ferrolite-protocol",
-        forbidden: &["ferrolite-storage"],
+        forbidden: &[
+            "ferrolite-storage",
+            "redb",
+            "tokio",
+            "tungstenite",
+            "tokio-tungstenite",
+        ],
+        optional: true,
+    },
+    Rule {
+        package: "ferrolite-transport",
+        forbidden: &["ferrolite-storage", "ferrolite-protocol", "redb"],
         optional: true,
     },
 ];
