@@ -10,6 +10,7 @@ mod error;
 mod expiry;
 mod feed;
 mod memory;
+mod observed;
 mod redb_store;
 mod shared;
 mod store;
@@ -19,6 +20,7 @@ pub use error::StorageError;
 pub use expiry::ExpiryPurger;
 pub use feed::ChangeFeed;
 pub use memory::MemoryStore;
+pub use observed::{ObservedStore, ObserverId};
 pub use redb_store::RedbStore;
 pub use store::{
     Change, CommitSummary, DatabaseUuids, DocumentRecord, Result, Store, StoredBlob, Transaction,

@@ -10,8 +10,8 @@ use ferrolite_document::{
     DEFAULT_KEEP_ANCESTOR_BODIES, DEFAULT_MAX_DEPTH,
 };
 use ferrolite_storage::{
-    Change, ChangeFeed, DocumentRecord, ExpiryPurger, MemoryStore, RedbStore, StorageError, Store,
-    Transaction,
+    Change, ChangeFeed, DocumentRecord, ExpiryPurger, MemoryStore, ObservedStore, RedbStore,
+    StorageError, Store, Transaction,
 };
 use serde_json::Value;
 
@@ -89,7 +89,7 @@ struct Inner {
     name: String,
     path: Option<PathBuf>,
     max_depth: u32,
-    store: RwLock<Option<Arc<dyn Store>>>,
+    store: RwLock<Option<Arc<ObservedStore>>>,
     purger: Mutex<Option<ExpiryPurger>>,
     listeners: Arc<Listeners>,
 }
@@ -165,11 +165,21 @@ impl Database {
         max_depth: u32,
         store: Arc<dyn Store>,
     ) -> Database {
+        // Every commit, whoever makes it (the application, the expiry thread, a replicator),
+        // reaches the listeners through the observed store.
+        let store = Arc::new(ObservedStore::new(store));
         let listeners = Arc::new(Listeners::default());
         let notify = listeners.clone();
+        store.observe(move |summary| {
+            let mut ids: Vec<String> = summary.changes.iter().map(|c| c.id.clone()).collect();
+            ids.extend(summary.purged.iter().cloned());
+            notify.notify(ids);
+        });
         let purger = ExpiryPurger::spawn(
             store.clone(),
-            Box::new(move |ids: &[String]| notify.notify(ids.to_vec())),
+            Box::new(|ids: &[String]| {
+                tracing::debug!(target: "ferrolite::database", count = ids.len(), "expired documents purged");
+            }),
         );
         Database {
             inner: Arc::new(Inner {
@@ -193,7 +203,7 @@ impl Database {
         self.inner.path.as_deref()
     }
 
-    pub(crate) fn store(&self) -> Result<Arc<dyn Store>> {
+    pub(crate) fn store(&self) -> Result<Arc<ObservedStore>> {
         self.inner
             .store
             .read()
@@ -224,7 +234,8 @@ impl Database {
     /// The change feed: the latest change of each document changed after sequence `since`, in
     /// sequence order, read in pages as the iterator advances.
     pub fn changes(&self, since: u64) -> Result<Changes> {
-        Ok(Changes(ChangeFeed::new(self.store()?, since)))
+        let store: Arc<dyn Store> = self.store()?;
+        Ok(Changes(ChangeFeed::new(store, since)))
     }
 
     /// Saves a document, writing on top of whatever is current (last write wins).
@@ -316,11 +327,11 @@ impl Database {
                 }
             }
         });
-        let summary = match (result, failure) {
+        match (result, failure) {
             (_, Some(err)) => return Err(err),
             (Err(err), None) => return Err(err.into()),
-            (Ok(summary), None) => summary,
-        };
+            (Ok(_), None) => {}
+        }
         if expiration_set {
             if let Some(purger) = &*self
                 .inner
@@ -331,9 +342,6 @@ impl Database {
                 purger.wake();
             }
         }
-        let mut ids: Vec<String> = summary.changes.into_iter().map(|c| c.id).collect();
-        ids.extend(summary.purged);
-        self.inner.listeners.notify(ids);
         output
             .ok_or_else(|| Error::new(ErrorCode::UnexpectedError, "transaction produced no result"))
     }
