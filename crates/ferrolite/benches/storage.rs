@@ -1,8 +1,9 @@
 //! Storage benchmark: saving and reading back N documents through the `Database` API, against
 //! a raw redb baseline measured in the same run.
 //!
-//! Run with `cargo xtask bench storage [--docs N] [--batch B] [--seed S] [--quick]`
-//! (defaults: N = 100,000, B = 1,000, S = 1; `--quick` is N = 10,000). The documents are the
+//! Run with `cargo xtask bench storage [--docs N] [--batch B] [--seed S] [--reps R] [--quick]`
+//! (defaults: N = 100,000, B = 1,000, S = 1, R = 3; `--quick` is N = 10,000). Repetitions
+//! alternate raw and API runs; the medians are reported. The documents are the
 //! shared workload (`ferrolite_testkit::workload`, ~1 KB each, prefix `user`), generated before
 //! any timing starts.
 //!
@@ -32,13 +33,14 @@ type Result<T> = std::result::Result<T, BoxError>;
 /// The raw baseline's one table: document ID to the body's compact JSON.
 const RAW_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("docs");
 
-const USAGE: &str = "usage: storage [--docs N] [--batch B] [--seed S] [--quick]";
+const USAGE: &str = "usage: storage [--docs N] [--batch B] [--seed S] [--reps R] [--quick]";
 
 /// The command line.
 struct Args {
     docs: u32,
     batch: usize,
     seed: u32,
+    reps: usize,
 }
 
 /// The prepared workload: IDs, documents ready to save, and the raw bodies.
@@ -69,11 +71,37 @@ fn main() -> Result<()> {
         args.seed,
         setup.elapsed().as_secs_f64(),
     );
-    let ids = workload.ids;
-    let api = bench_api(&ids, workload.docs, args.batch)?;
-    let raw = bench_raw(&ids, &workload.raw, args.batch)?;
-    report(u64::from(args.docs), &api, &raw);
+    // Repetitions alternate the two engines so that a burst of load on a shared machine
+    // hits both; the figures reported are the medians.
+    let (mut apis, mut raws) = (Vec::new(), Vec::new());
+    let mut workload = Some(workload);
+    for rep in 0..args.reps {
+        let Workload { ids, docs, raw } = match workload.take() {
+            Some(w) => w,
+            None => prepare(&args)?,
+        };
+        raws.push(bench_raw(&ids, &raw, args.batch)?);
+        apis.push(bench_api(&ids, docs, args.batch)?);
+        println!("rep {}: done", rep + 1);
+    }
+    report(u64::from(args.docs), &median(&apis), &median(&raws));
     Ok(())
+}
+
+/// The median write time and the median read time of several runs.
+fn median(runs: &[Figures]) -> Figures {
+    let pick = |f: fn(&Figures) -> Duration| {
+        let mut times: Vec<Duration> = runs.iter().map(f).collect();
+        times.sort();
+        times.get(times.len() / 2).copied().unwrap_or_default()
+    };
+    let last = runs.last();
+    Figures {
+        write: pick(|f| f.write),
+        read: pick(|f| f.read),
+        bytes_read: last.map_or(0, |f| f.bytes_read),
+        disk_bytes: last.map_or(0, |f| f.disk_bytes),
+    }
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -81,12 +109,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
         docs: 100_000,
         batch: 1000,
         seed: 1,
+        reps: 3,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--docs" => parsed.docs = value(&arg, args.next())?,
             "--batch" => parsed.batch = value(&arg, args.next())?,
             "--seed" => parsed.seed = value(&arg, args.next())?,
+            "--reps" => parsed.reps = value(&arg, args.next())?,
             "--quick" => parsed.docs = 10_000,
             // `cargo bench` passes `--bench` to every bench target.
             "--bench" => {}
@@ -96,6 +126,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
             }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
         }
+    }
+    if parsed.reps == 0 {
+        return Err("--reps must be at least 1".into());
     }
     if parsed.batch == 0 {
         return Err("--batch must be at least 1".into());
