@@ -22,8 +22,15 @@
 //! | flags | 1 byte: bit 0 deleted, bit 1 conflict, bit 2 closed, bit 3 has body; other bits 0 |
 //! | sequence | varint |
 //! | body length, body | only with bit 3: varint, then that many bytes (canonical JSON) |
+//! | *optional* remote-ancestor section, written only when the tree has marks: | |
+//! | section tag | 1 byte, `1` |
+//! | mark count `m` | varint, at least 1 |
+//! | then `m` times, remote numbers strictly increasing: | |
+//! | remote number | varint (see [`RevTree::set_remote_ancestor`]) |
+//! | revision | varint: the marked revision's position (below `n`) |
 //!
-//! Nothing may follow the last revision.
+//! Nothing may follow the last revision, or the remote-ancestor section when there is one.
+//! Encodings written before the section existed (no marks) decode unchanged.
 
 use bytes::Bytes;
 
@@ -100,6 +107,9 @@ pub struct InsertOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevTree {
     revs: Vec<Revision>,
+    /// Remote-ancestor marks: (remote number, revision), sorted by remote number, each
+    /// revision present in `revs`.
+    remotes: Vec<(u32, RevId)>,
 }
 
 impl RevTree {
@@ -176,6 +186,48 @@ impl RevTree {
             next = rev.parent.map(idx);
         }
         out
+    }
+
+    /// The latest revision known to be on remote peer number `remote` (its "remote
+    /// ancestor"), if one is marked.
+    ///
+    /// Replicators mark the revision a peer is known to have (pushed and accepted, or
+    /// pulled from it) so that the next push can name it in `proposeChanges` and send a
+    /// history that stops there. Marked revisions survive [`RevTree::prune`] and keep their
+    /// bodies through [`RevTree::drop_old_bodies`] (they are the delta sources of later
+    /// pushes). Remote numbers are small integers a database assigns to each remote it
+    /// replicates with.
+    pub fn remote_ancestor(&self, remote: u32) -> Option<&RevId> {
+        self.remotes
+            .iter()
+            .find(|(r, _)| *r == remote)
+            .map(|(_, rev)| rev)
+    }
+
+    /// Marks `rev` as the latest revision known to be on remote peer number `remote`,
+    /// replacing that remote's previous mark. Does nothing when `rev` is not in the tree.
+    pub fn set_remote_ancestor(&mut self, remote: u32, rev: &RevId) {
+        if !self.contains(rev) {
+            return;
+        }
+        match self.remotes.binary_search_by_key(&remote, |(r, _)| *r) {
+            Ok(i) => {
+                if let Some(entry) = self.remotes.get_mut(i) {
+                    entry.1 = rev.clone();
+                }
+            }
+            Err(i) => self.remotes.insert(i, (remote, rev.clone())),
+        }
+    }
+
+    /// Removes the remote-ancestor mark of remote peer number `remote`, if any.
+    pub fn clear_remote_ancestor(&mut self, remote: u32) {
+        self.remotes.retain(|(r, _)| *r != remote);
+    }
+
+    /// Every remote-ancestor mark, as (remote number, revision), by remote number.
+    pub fn remote_ancestors(&self) -> impl Iterator<Item = (u32, &RevId)> {
+        self.remotes.iter().map(|(r, rev)| (*r, rev))
     }
 
     /// Adds a revision made locally as a child of `parent` (or as the first revision when
@@ -350,15 +402,26 @@ impl RevTree {
                 *d = (*d).min(own.saturating_add(1));
             }
         }
-        let keep: Vec<bool> = distance.iter().map(|&d| d < max_depth || d == 0).collect();
+        let marked = self.marked_indexes();
+        let keep: Vec<bool> = distance
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| d < max_depth || d == 0 || marked.contains(&i))
+            .collect();
         self.retain_indexes(&keep)
     }
 
-    /// Drops bodies no longer needed: keeps those of every leaf and of the `keep_ancestors`
-    /// nearest ancestors of the current revision.
+    /// Drops bodies no longer needed: keeps those of every leaf, of the `keep_ancestors`
+    /// nearest ancestors of the current revision, and of every remote ancestor
+    /// ([`RevTree::remote_ancestor`]).
     pub fn drop_old_bodies(&mut self, keep_ancestors: usize) {
         let has_children = HasChildren::of(&self.revs);
         let mut keep: Vec<bool> = (0..self.revs.len()).map(|i| !has_children.get(i)).collect();
+        for i in self.marked_indexes() {
+            if let Some(k) = keep.get_mut(i) {
+                *k = true;
+            }
+        }
         let mut next = self.current_index();
         let mut ancestors_left = keep_ancestors;
         while let Some(i) = next {
@@ -436,6 +499,17 @@ impl RevTree {
                 size += varint_len(body.len() as u64) + body.len();
             }
         }
+        let marks: Vec<(u32, usize)> = self
+            .remotes
+            .iter()
+            .filter_map(|(remote, rev)| self.index_of(rev).map(|i| (*remote, i)))
+            .collect();
+        if !marks.is_empty() {
+            size += 1 + varint_len(marks.len() as u64);
+            for (remote, i) in &marks {
+                size += varint_len(u64::from(*remote)) + varint_len(*i as u64);
+            }
+        }
         let start = out.len();
         out.reserve(size);
         out.push(FORMAT_VERSION);
@@ -463,6 +537,14 @@ impl RevTree {
             if let Some(body) = &rev.body {
                 put_varint(out, body.len() as u64);
                 out.extend_from_slice(body);
+            }
+        }
+        if !marks.is_empty() {
+            out.push(SECTION_REMOTES);
+            put_varint(out, marks.len() as u64);
+            for (remote, i) in &marks {
+                put_varint(out, u64::from(*remote));
+                put_varint(out, *i as u64);
             }
         }
         debug_assert_eq!(out.len() - start, size);
@@ -532,8 +614,38 @@ impl RevTree {
                 body,
             });
         }
+        let mut remotes = Vec::new();
         if !reader.rest.is_empty() {
-            return Err(DocumentError::CorruptTree("trailing bytes"));
+            if reader.byte()? != SECTION_REMOTES {
+                return Err(DocumentError::CorruptTree("trailing bytes"));
+            }
+            let marks = reader.varint()?;
+            // Each mark takes at least two bytes.
+            if marks == 0 || marks > (reader.rest.len() / 2) as u64 {
+                return Err(DocumentError::CorruptTree("invalid remote-ancestor count"));
+            }
+            for _ in 0..marks {
+                let remote = u32::try_from(reader.varint()?)
+                    .map_err(|_| DocumentError::CorruptTree("remote number out of range"))?;
+                if remotes
+                    .last()
+                    .is_some_and(|(last, _): &(u32, RevId)| *last >= remote)
+                {
+                    return Err(DocumentError::CorruptTree(
+                        "remote numbers not strictly increasing",
+                    ));
+                }
+                let rev = usize::try_from(reader.varint()?)
+                    .ok()
+                    .and_then(|i| revs.get(i))
+                    .ok_or(DocumentError::CorruptTree(
+                        "remote-ancestor revision out of range",
+                    ))?;
+                remotes.push((remote, rev.id.clone()));
+            }
+            if !reader.rest.is_empty() {
+                return Err(DocumentError::CorruptTree("trailing bytes"));
+            }
         }
         if revs.len() > 1 {
             let mut ids: Vec<&RevId> = revs.iter().map(|r| &r.id).collect();
@@ -542,7 +654,15 @@ impl RevTree {
                 return Err(DocumentError::CorruptTree("duplicate revision ID"));
             }
         }
-        Ok(RevTree { revs })
+        Ok(RevTree { revs, remotes })
+    }
+
+    /// Positions of the revisions marked as remote ancestors.
+    fn marked_indexes(&self) -> Vec<usize> {
+        self.remotes
+            .iter()
+            .filter_map(|(_, rev)| self.index_of(rev))
+            .collect()
     }
 
     /// Position of the revision with this ID.
@@ -637,6 +757,9 @@ impl RevTree {
             }
             kept
         });
+        let revs = &self.revs;
+        self.remotes
+            .retain(|(_, rev)| revs.iter().any(|r| r.id == *rev));
         before - self.revs.len()
     }
 }
@@ -647,6 +770,8 @@ const FLAG_CONFLICT: u8 = 1 << 1;
 const FLAG_CLOSED: u8 = 1 << 2;
 const FLAG_HAS_BODY: u8 = 1 << 3;
 const FLAG_ALL: u8 = FLAG_DELETED | FLAG_CONFLICT | FLAG_CLOSED | FLAG_HAS_BODY;
+/// Tag of the optional remote-ancestor section after the revisions.
+const SECTION_REMOTES: u8 = 1;
 /// The smallest encoded revision: ID length, `1-ab` (4 bytes), parent, flags, sequence.
 const MIN_ENCODED_REVISION: usize = 8;
 
@@ -1446,6 +1571,111 @@ mod tests {
         expected.extend_from_slice(&[b'7'; 1024]);
         assert_eq!(bytes, expected);
         assert_eq!(RevTree::decode(&bytes).unwrap(), one);
+    }
+
+    #[test]
+    fn remote_ancestors_are_set_replaced_and_cleared() {
+        let (mut tree, made) = local_chain(3);
+        assert_eq!(tree.remote_ancestor(1), None);
+        tree.set_remote_ancestor(1, &made[1]);
+        tree.set_remote_ancestor(7, &made[0]);
+        tree.set_remote_ancestor(3, &made[2]);
+        assert_eq!(tree.remote_ancestor(1), Some(&made[1]));
+        assert_eq!(tree.remote_ancestor(3), Some(&made[2]));
+        let marks: Vec<u32> = tree.remote_ancestors().map(|(r, _)| r).collect();
+        assert_eq!(marks, vec![1, 3, 7]);
+        // Replacing a mark; unknown revisions are ignored.
+        tree.set_remote_ancestor(1, &made[2]);
+        assert_eq!(tree.remote_ancestor(1), Some(&made[2]));
+        tree.set_remote_ancestor(1, &rid("9-99"));
+        assert_eq!(tree.remote_ancestor(1), Some(&made[2]));
+        tree.set_remote_ancestor(2, &rid("9-99"));
+        assert_eq!(tree.remote_ancestor(2), None);
+        tree.clear_remote_ancestor(3);
+        assert_eq!(tree.remote_ancestor(3), None);
+        assert_eq!(tree.remote_ancestors().count(), 2);
+    }
+
+    #[test]
+    fn remote_ancestors_survive_pruning_and_keep_their_bodies() {
+        let (mut tree, made) = local_chain(30);
+        tree.set_remote_ancestor(1, &made[2]);
+        tree.drop_old_bodies(1);
+        assert!(
+            tree.get(&made[2]).unwrap().body().is_some(),
+            "marked body kept"
+        );
+        assert!(tree.get(&made[3]).unwrap().body().is_none());
+        assert!(tree.get(&made[28]).unwrap().body().is_some());
+        // made[0..10] are 20+ generations above the leaf; made[2] is spared.
+        assert_eq!(tree.prune(20), 9);
+        assert!(tree.contains(&made[2]));
+        assert!(!tree.contains(&made[1]) && !tree.contains(&made[3]));
+        assert_eq!(tree.remote_ancestor(1), Some(&made[2]));
+        assert_eq!(tree.current().unwrap().id(), &made[29]);
+        assert_eq!(RevTree::decode(&tree.encode()).unwrap(), tree);
+        // A mark on a removed branch disappears with it.
+        tree.insert_history(
+            &[rid("12-bb"), made[10].clone()],
+            Some(body("{}")),
+            false,
+            40,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        tree.set_remote_ancestor(2, &rid("12-bb"));
+        tree.remove_branch(&rid("12-bb")).unwrap();
+        assert_eq!(tree.remote_ancestor(2), None);
+        assert_eq!(tree.remote_ancestor(1), Some(&made[2]));
+    }
+
+    #[test]
+    fn remote_ancestor_section_encoding() {
+        let mut one = RevTree::new();
+        let id = one.add_child(None, body("{}"), false, 5).unwrap();
+        let plain = one.encode();
+        one.set_remote_ancestor(300, &id);
+        one.set_remote_ancestor(2, &id);
+        let bytes = one.encode();
+        assert_eq!(bytes.capacity(), bytes.len(), "encode pre-sizes exactly");
+        // The old encoding, then: tag 1, two marks, (2, rev 0), (300, rev 0).
+        let mut expected = plain.clone();
+        expected.extend_from_slice(&[SECTION_REMOTES, 2, 2, 0, 0xac, 0x02, 0]);
+        assert_eq!(bytes, expected);
+        let back = RevTree::decode(&bytes).unwrap();
+        assert_eq!(back, one);
+        assert_eq!(back.remote_ancestor(300), Some(&id));
+        // An encoding without the section still decodes, with no marks.
+        assert_eq!(
+            RevTree::decode(&plain).unwrap().remote_ancestors().count(),
+            0
+        );
+
+        let corrupt = |tail: &[u8], why: &'static str| {
+            let mut bytes = plain.clone();
+            bytes.extend_from_slice(tail);
+            assert_eq!(
+                RevTree::decode(&bytes),
+                Err(DocumentError::CorruptTree(why)),
+                "{tail:?}"
+            );
+        };
+        corrupt(&[0], "trailing bytes");
+        corrupt(&[2, 1, 1, 0], "trailing bytes");
+        corrupt(&[SECTION_REMOTES, 0], "invalid remote-ancestor count");
+        corrupt(&[SECTION_REMOTES, 5, 1, 0], "invalid remote-ancestor count");
+        corrupt(
+            &[SECTION_REMOTES, 1, 1, 1],
+            "remote-ancestor revision out of range",
+        );
+        corrupt(
+            &[SECTION_REMOTES, 2, 3, 0, 3, 0],
+            "remote numbers not strictly increasing",
+        );
+        corrupt(&[SECTION_REMOTES, 1, 1, 0, 9], "trailing bytes");
+        for len in 1..3 {
+            assert!(RevTree::decode(&bytes[..bytes.len() - len]).is_err());
+        }
     }
 
     #[test]
