@@ -3,7 +3,9 @@
 use std::fmt;
 
 use ferrolite_document::DocumentError;
+use ferrolite_replicator::ReplicatorError;
 use ferrolite_storage::StorageError;
+use ferrolite_transport::TransportError;
 
 /// Result of the public API.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,10 +49,17 @@ pub enum ErrorCode {
     IoError = 12,
     /// Stored data that cannot be decoded.
     CorruptData = 15,
+    /// The object is busy: a replicator that is already running.
+    Busy = 16,
     /// The file is not a ferrolite database.
     NotADatabaseFile = 20,
+    /// The remote peer sent something that cannot be understood, or an error outside the
+    /// HTTP domain.
+    RemoteError = 26,
     /// A document ID that is not acceptable.
     BadDocId = 29,
+    /// A [`sync_once`](crate::sync_once) ran out of time (ferrolite's own code).
+    DeadlineExceeded = 1001,
 }
 
 /// An error of the public API: a domain, a code and a human-readable message.
@@ -83,7 +92,10 @@ impl Error {
         }
     }
 
-    fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    pub(crate) fn caused_by(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
         self.source = Some(Box::new(source));
         self
     }
@@ -165,5 +177,34 @@ impl From<StorageError> for Error {
                 Error::new(code, other.to_string()).caused_by(other)
             }
         }
+    }
+}
+
+impl From<ReplicatorError> for Error {
+    /// Keeps the replicator's domain and code: `POSIX`, `Network` and `WebSocket` errors
+    /// (a refused login is WebSocket 401) map to those domains, the rest to
+    /// [`ErrorDomain::Ferrolite`] with LiteCore's numbering.
+    fn from(err: ReplicatorError) -> Error {
+        let (domain, code) = err.domain_and_code();
+        use ferrolite_replicator::domain as d;
+        let domain = match domain {
+            d::POSIX => ErrorDomain::Posix,
+            d::NETWORK => ErrorDomain::Network,
+            d::WEBSOCKET => ErrorDomain::WebSocket,
+            _ => ErrorDomain::Ferrolite,
+        };
+        Error::with_domain(domain, code, err.to_string()).caused_by(err)
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(err: TransportError) -> Error {
+        use ferrolite_transport::ErrorDomain as D;
+        let domain = match err.domain() {
+            D::Posix => ErrorDomain::Posix,
+            D::Network => ErrorDomain::Network,
+            _ => ErrorDomain::WebSocket,
+        };
+        Error::with_domain(domain, err.code(), err.to_string()).caused_by(err)
     }
 }

@@ -19,10 +19,20 @@ pub struct DocumentChange {
 }
 
 /// Identifies a registered listener, to remove it with
-/// [`crate::Database::remove_change_listener`].
+/// [`crate::Database::remove_change_listener`] or
+/// [`crate::Replicator::remove_change_listener`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[must_use = "a listener can only be removed with its token"]
 pub struct ListenerToken(u64);
+
+impl ListenerToken {
+    /// A fresh token for a replicator listener: drawn from one process-wide counter in the
+    /// upper half of the range, so it never equals a database listener's token.
+    pub(crate) fn next_replicator_token() -> ListenerToken {
+        static NEXT: AtomicU64 = AtomicU64::new(1 << 63);
+        ListenerToken(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 type DatabaseListener = Arc<dyn Fn(&DatabaseChange) + Send + Sync>;
 type DocumentListener = Arc<dyn Fn(&DocumentChange) + Send + Sync>;

@@ -1,0 +1,78 @@
+//! [`MessageEndpointListener`]: the passive side of a message endpoint.
+
+use std::fmt;
+use std::future::Future;
+
+use ferrolite_replicator::{serve_passive, PassiveOptions};
+use ferrolite_transport::Connection;
+
+use super::runtime;
+use crate::{Database, Error, Result};
+
+/// Serves replication connections that arrive over a transport the application brings
+/// (Couchbase Lite's `MessageEndpointListener`): the passive peer for the other side's
+/// [`Endpoint::message`](crate::Endpoint::message).
+///
+/// The application accepts a connection on its transport, turns it into a
+/// [`Connection`] (with [`transport::message_stream`](crate::transport::message_stream)
+/// or [`transport::byte_stream`](crate::transport::byte_stream) in the
+/// [`Passive`](crate::transport::ByteStreamRole::Passive) role) and hands it to
+/// [`accept`](Self::accept). Sessions run on ferrolite's runtime until the peer closes.
+#[derive(Clone)]
+pub struct MessageEndpointListener {
+    database: Database,
+    options: PassiveOptions,
+}
+
+impl fmt::Debug for MessageEndpointListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageEndpointListener")
+            .field("database", &self.database.name())
+            .field("read_only", &self.options.read_only)
+            .finish()
+    }
+}
+
+impl MessageEndpointListener {
+    /// Serves `database`, read-write.
+    pub fn new(database: &Database) -> MessageEndpointListener {
+        MessageEndpointListener {
+            database: database.clone(),
+            options: PassiveOptions::default(),
+        }
+    }
+
+    /// With `true`, peers may pull but not push.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.options.read_only = read_only;
+        self
+    }
+
+    /// Serves one connection in the background and returns at once. Fails when the
+    /// database is closed.
+    pub fn accept(&self, connection: Connection) -> Result<()> {
+        let store = self.database.store()?;
+        let options = self.options.clone();
+        let name = self.database.name().to_owned();
+        runtime::spawn(async move {
+            if let Err(e) = serve_passive(store, connection, options).await {
+                tracing::debug!(target: "ferrolite::replicator", database = %name, "message endpoint session ended: {e}");
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Serves one connection and completes when the session ends: `Ok` when the peer
+    /// closed normally, else the error. Runs on ferrolite's runtime, whatever executor
+    /// awaits it.
+    pub fn serve(&self, connection: Connection) -> impl Future<Output = Result<()>> + Send {
+        let store = self.database.store();
+        let options = self.options.clone();
+        async move {
+            let store = store?;
+            runtime::run(serve_passive(store, connection, options))
+                .await?
+                .map_err(Error::from)
+        }
+    }
+}
