@@ -53,8 +53,9 @@ struct Rule {
 
 /// The layering of the workspace: the document crate does no I/O and knows no runtime, the
 /// storage crate knows no network, the protocol crate is sans-IO and does not reach into
-/// storage, the transport crate knows neither storage nor the protocol.
-const LAYERING: [Rule; 4] = [
+/// storage, the transport crate knows neither storage nor the protocol, the replicator does
+/// not reach up into the facade.
+const LAYERING: [Rule; 5] = [
     Rule {
         package: "ferrolite-document",
         forbidden: &[
@@ -86,6 +87,11 @@ const LAYERING: [Rule; 4] = [
     Rule {
         package: "ferrolite-transport",
         forbidden: &["ferrolite-storage", "ferrolite-protocol", "redb"],
+        optional: true,
+    },
+    Rule {
+        package: "ferrolite-replicator",
+        forbidden: &["ferrolite", "axum"],
         optional: true,
     },
 ];
