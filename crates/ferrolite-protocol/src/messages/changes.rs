@@ -356,15 +356,7 @@ impl Changes {
     pub fn to_message(&self) -> Message {
         let mut msg = Message::request(Profile::Changes.as_str());
         props::set_opt(&mut msg, "collection", self.collection);
-        let mut body = String::from("[");
-        for (i, row) in self.rows.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            row.write_json(&mut body);
-        }
-        body.push(']');
-        msg.body = bytes_of(body);
+        msg.body = json_array(&self.rows, |row, out| row.write_json(out));
         msg.urgent = true;
         if self.rows.is_empty() {
             msg.no_reply = true;
@@ -391,6 +383,19 @@ impl Changes {
 }
 
 /// Parses a body that must be a JSON array, `null` or empty (`None` for the last two).
+/// A JSON array of `items`, each written by `write`.
+fn json_array<T>(items: &[T], write: impl Fn(&T, &mut String)) -> bytes::Bytes {
+    let mut body = String::from("[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        write(item, &mut body);
+    }
+    body.push(']');
+    bytes_of(body)
+}
+
 fn json_array_or_null(body: &[u8]) -> Result<Option<Vec<Value>>, MessageError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -503,15 +508,7 @@ impl ChangesReply {
             self.send_replacement_revs,
             "true",
         );
-        let mut body = String::from("[");
-        for (i, entry) in self.entries.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            entry.write_json(&mut body);
-        }
-        body.push(']');
-        msg.body = bytes_of(body);
+        msg.body = json_array(&self.entries, |entry, out| entry.write_json(out));
         msg.compressed = true;
         msg
     }
@@ -624,15 +621,7 @@ impl ProposeChanges {
             "true",
         );
         props::set_opt(&mut msg, "collection", self.collection);
-        let mut body = String::from("[");
-        for (i, row) in self.rows.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            row.write_json(&mut body);
-        }
-        body.push(']');
-        msg.body = bytes_of(body);
+        msg.body = json_array(&self.rows, |row, out| row.write_json(out));
         msg.urgent = true;
         msg.compressed = true;
         msg
@@ -753,15 +742,7 @@ impl ProposeChangesReply {
     pub fn to_response(&self, request: &Message) -> Message {
         let mut msg = Message::response_to(request);
         set_reply_properties(&mut msg, self.max_history, self.blobs, self.deltas);
-        let mut body = String::from("[");
-        for (i, entry) in self.entries.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            entry.write_json(&mut body);
-        }
-        body.push(']');
-        msg.body = bytes_of(body);
+        msg.body = json_array(&self.entries, |entry, out| entry.write_json(out));
         msg.compressed = true;
         msg
     }
