@@ -12,7 +12,7 @@ struct Bench {
     about: &'static str,
 }
 
-const BENCHES: [Bench; 2] = [
+const BENCHES: [Bench; 4] = [
     Bench {
         name: "storage",
         package: "ferrolite",
@@ -26,6 +26,20 @@ const BENCHES: [Bench; 2] = [
         target: "protocol",
         about: "encode and decode N `rev` messages through two BLIP connections, plain and \
                 compressed, vs raw deflate (--docs N, --quick)",
+    },
+    Bench {
+        name: "sync",
+        package: "ferrolite",
+        target: "sync",
+        about: "scenarios S1-S6 between a ferrolite server and client process over loopback \
+                WebSocket, optionally against the PouchDB peer in the same run \
+                (--docs N, --samples K, --reps R, --peer, --quick)",
+    },
+    Bench {
+        name: "blobs",
+        package: "ferrolite",
+        target: "blobs",
+        about: "pull then push one N MB blob over loopback WebSocket, with the peak memory                 growth (--mb N, default 50; --quick is 5)",
     },
 ];
 

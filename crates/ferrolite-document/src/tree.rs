@@ -477,6 +477,39 @@ impl RevTree {
         Ok(self.retain_indexes(&keep))
     }
 
+    /// Clears the *conflict* flag of a revision and of all its ancestors: the branch it ends
+    /// is no longer a pulled conflict (conflict resolution kept it). Returns how many
+    /// revisions were flagged.
+    pub fn clear_conflict(&mut self, rev: &RevId) -> Result<usize, DocumentError> {
+        let mut next = Some(
+            self.index_of(rev)
+                .ok_or_else(|| DocumentError::RevisionNotFound(rev.to_string()))?,
+        );
+        let mut cleared = 0;
+        while let Some(r) = next.and_then(|i| self.revs.get_mut(i)) {
+            if r.conflict {
+                r.conflict = false;
+                cleared += 1;
+            }
+            next = r.parent.map(idx);
+        }
+        Ok(cleared)
+    }
+
+    /// Closes the branch ending at `leaf` (a losing branch of conflict resolution that must
+    /// stay in the tree, for example because a remote is known to have it): adds a tombstone
+    /// child flagged *closed*, with an empty body, stored at `sequence`. A closed tombstone
+    /// ranks below every other leaf when choosing the current revision. Returns its ID.
+    ///
+    /// Fails like [`RevTree::add_child`] when `leaf` is unknown or has children.
+    pub fn close_branch(&mut self, leaf: &RevId, sequence: u64) -> Result<RevId, DocumentError> {
+        let id = self.add_child(Some(leaf), Bytes::from_static(b"{}"), true, sequence)?;
+        if let Some(rev) = self.index_of(&id).and_then(|i| self.revs.get_mut(i)) {
+            rev.closed = true;
+        }
+        Ok(id)
+    }
+
     /// Encodes the tree (IDs, parents, flags, sequences, kept bodies) into a compact binary
     /// form for storage.
     pub fn encode(&self) -> Vec<u8> {
@@ -1522,6 +1555,49 @@ mod tests {
         assert_eq!(tree.remove_branch(&made[2]), Ok(1));
         assert_eq!(current_id(&tree), "3-cc");
         assert_eq!(tree.parent(&rid("3-cc")).unwrap().id(), &made[1]);
+    }
+
+    #[test]
+    fn clearing_the_conflict_flag_and_closing_a_branch_resolve_a_conflict() {
+        let (mut tree, made) = local_chain(3);
+        let local = made[2].clone();
+        tree.insert_history(
+            &[rid("4-ee"), rid("3-ee"), made[1].clone()],
+            Some(body(r#"{"r":1}"#)),
+            false,
+            9,
+            InsertMode::AllowConflicts,
+        )
+        .unwrap();
+        assert_eq!(current_id(&tree), local.as_str());
+        assert_eq!(
+            tree.clear_conflict(&rid("9-99")),
+            Err(DocumentError::RevisionNotFound("9-99".to_owned()))
+        );
+        // Remote wins, keeping the local branch: close it, clear the remote branch's flags.
+        let closed = tree.close_branch(&local, 10).unwrap();
+        assert_eq!(closed, RevId::compute(Some(&local), true, b"{}"));
+        assert_eq!(tree.clear_conflict(&rid("4-ee")), Ok(2));
+        assert_eq!(tree.clear_conflict(&rid("4-ee")), Ok(0));
+        let tombstone = tree.get(&closed).unwrap();
+        assert!(tombstone.is_closed() && tombstone.is_deleted());
+        assert_eq!(tombstone.sequence(), 10);
+        assert_eq!(tombstone.body().unwrap(), &body("{}"));
+        assert!(tree.revisions().all(|r| !r.is_conflict()), "no flag left");
+        assert_eq!(current_id(&tree), "4-ee");
+        assert!(!tree.is_conflicted());
+        assert_eq!(RevTree::decode(&tree.encode()).unwrap(), tree);
+        // A closed leaf cannot be closed twice, nor can an inner revision.
+        assert_eq!(tree.close_branch(&local, 11), Err(DocumentError::Conflict));
+        assert_eq!(
+            tree.close_branch(&made[0], 11),
+            Err(DocumentError::Conflict)
+        );
+        // A new revision on the remote branch (a merge) stays current.
+        let merged = tree
+            .add_child(Some(&rid("4-ee")), body(r#"{"m":1}"#), false, 12)
+            .unwrap();
+        assert_eq!(tree.current().unwrap().id(), &merged);
     }
 
     fn sample_tree() -> RevTree {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ferrolite_document::{InsertMode, RevId, DEFAULT_MAX_DEPTH};
 use ferrolite_protocol::blip::Message;
 use ferrolite_protocol::messages::{
-    Changes, ChangesReply, ChangesReplyEntry, EmptyReply, NoRev, ProposeChanges,
+    ChangeRow, Changes, ChangesReply, ChangesReplyEntry, EmptyReply, NoRev, ProposeChanges,
     ProposeChangesReply, ProposeStatus, ProposedChange, Request, Rev, RevReply, SubChanges,
     VERSIONING_REV_TREES,
 };
@@ -20,10 +20,15 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::blobs::FetchPolicy;
 use crate::checkpoint::{self, CheckpointState, Checkpointer, PullTracker, PushTracker};
 use crate::config::{ActivityLevel, Direction, ReplicatedDocument, ReplicatorType};
+use crate::conflict;
+use crate::content::{OnBlobFailure, RevContent};
 use crate::db::{self, Db, Inserted, Inserter, RevToInsert};
+use crate::delta_sync;
 use crate::driver::{self, decode_reply, Blip, Driven, DriverEnd, PendingReply};
+use crate::filter::{self, Decisions, DocumentFlags};
 use crate::passive::{find_revs, prepare_rev, ObserverGuard};
 use crate::replicator::Reporter;
 use crate::ReplicatorError;
@@ -33,7 +38,7 @@ const BATCH: u32 = 200;
 /// Most revisions requested by our `changes` replies and not yet stored.
 const MAX_PENDING_PULLS: usize = 200;
 /// Most pushed `rev`s awaiting their reply.
-const MAX_REVS_IN_FLIGHT: usize = 64;
+const MAX_REVS_IN_FLIGHT: usize = 400;
 /// Longest history computed for a pushed revision (cut to the peer's `maxHistory`).
 const MAX_PUSH_HISTORY: usize = 50;
 /// Remote-ancestor marks collected before they are written.
@@ -51,6 +56,10 @@ pub(crate) struct RunContext {
     pub(crate) checkpoint_id: String,
     pub(crate) remote: u32,
     pub(crate) reporter: Arc<Reporter>,
+    /// Filters, document IDs, channels, conflict resolver.
+    pub(crate) decisions: Arc<Decisions>,
+    /// Deltas allowed ([`ReplicatorConfig::enable_delta_sync`](crate::ReplicatorConfig::enable_delta_sync)).
+    pub(crate) delta_sync: bool,
 }
 
 /// How a session ended without error.
@@ -81,6 +90,10 @@ struct Tracker {
     start: CheckpointState,
     /// The peer acknowledged `subChanges`.
     subscribed: bool,
+    /// Conflicted documents handed to the resolver task and not resolved yet.
+    resolving: usize,
+    /// Conflicted documents the resolver task dealt with in this session.
+    resolved: u64,
 }
 
 impl Tracker {
@@ -100,7 +113,10 @@ impl Tracker {
     }
 
     fn pull_idle(&self) -> bool {
-        self.subscribed && self.pull.caught_up && self.pull.outstanding() == 0
+        self.subscribed
+            && self.pull.caught_up
+            && self.pull.outstanding() == 0
+            && self.resolving == 0
     }
 }
 
@@ -136,6 +152,7 @@ pub(crate) async fn run_session(
         driver_end: None,
         tasks: Vec::new(),
         inserter: None,
+        resolver: None,
         checkpointer: None,
         tracker: None,
     };
@@ -154,6 +171,8 @@ struct Session<'a> {
     driver_end: Option<DriverEnd>,
     tasks: Vec<JoinHandle<()>>,
     inserter: Option<Inserter>,
+    /// The conflict resolver task (pull): it ends once the inserter's callback is gone.
+    resolver: Option<JoinHandle<()>>,
     checkpointer: Option<Checkpointer>,
     tracker: Option<SharedTracker>,
 }
@@ -234,19 +253,32 @@ impl Session<'_> {
             push: PushTracker::new(start.local),
             start: start.clone(),
             subscribed: !ctx.kind.pulls(),
+            resolving: 0,
+            resolved: 0,
         }));
         self.tracker = Some(tracker.clone());
         let changed = Arc::new(Notify::new());
         let (fatal_tx, mut fatal_rx) = mpsc::channel::<ReplicatorError>(4);
 
+        // Blobs and deltas of this connection (blob requests are served in both roles).
+        let content = RevContent::new(ctx.db.clone(), self.blip.clone(), ctx.delta_sync);
+
         // Pull: the inserter, the `changes` handler, the request dispatcher, `subChanges`.
         let pull = if ctx.kind.pulls() {
             let permits = Arc::new(Semaphore::new(MAX_PENDING_PULLS));
+            let (resolve, resolver_task) = conflict::spawn_resolver(
+                ctx.db.clone(),
+                ctx.decisions.resolver.clone(),
+                ctx.reporter.clone(),
+                resolved_callback(tracker.clone(), changed.clone()),
+            );
+            self.resolver = Some(resolver_task);
             let on_commit = pulled_callback(
                 ctx.reporter.clone(),
                 tracker.clone(),
                 changed.clone(),
                 permits.clone(),
+                resolve,
             );
             let (inserter, inserter_task) =
                 Inserter::spawn(ctx.db.clone(), self.blip.clone(), on_commit);
@@ -254,6 +286,7 @@ impl Session<'_> {
             self.inserter = Some(inserter.clone());
             let (changes_tx, changes_rx) = mpsc::channel(4);
             let puller = Puller {
+                content: content.clone(),
                 inserter: inserter.clone(),
                 db: ctx.db.clone(),
                 blip: self.blip.clone(),
@@ -262,6 +295,7 @@ impl Session<'_> {
                 permits,
                 reporter: ctx.reporter.clone(),
                 remote: ctx.remote,
+                decisions: ctx.decisions.clone(),
             };
             self.tasks
                 .push(tokio::spawn(puller.clone().changes_loop(changes_rx)));
@@ -271,13 +305,14 @@ impl Session<'_> {
         };
         self.tasks.push(tokio::spawn(dispatch(
             self.blip.clone(),
+            content.clone(),
             requests,
             pull.as_ref()
                 .map(|(p, i, c)| (p.clone(), i.clone(), c.clone())),
         )));
         if ctx.kind.pulls() {
             let empty = ctx.db.call(|store| Ok(store.last_sequence()? == 0)).await?;
-            let sub = SubChanges {
+            let mut sub = SubChanges {
                 since: start.remote.clone(),
                 continuous: ctx.continuous,
                 batch: Some(BATCH),
@@ -286,6 +321,7 @@ impl Session<'_> {
                 revocations: true,
                 ..SubChanges::default()
             };
+            ctx.decisions.apply_to(&mut sub);
             let blip = self.blip.clone();
             let tracker = tracker.clone();
             let changed = changed.clone();
@@ -309,8 +345,9 @@ impl Session<'_> {
 
         // Push.
         let mut _observer = None;
+        let wake = Arc::new(Notify::new());
         if ctx.kind.pushes() {
-            let wake = Arc::new(Notify::new());
+            let wake = wake.clone();
             if ctx.continuous {
                 _observer = Some(ObserverGuard::notify_on_commit(
                     ctx.db.store(),
@@ -318,6 +355,7 @@ impl Session<'_> {
                 ));
             }
             let pusher = Pusher {
+                content: content.clone(),
                 db: ctx.db.clone(),
                 blip: self.blip.clone(),
                 tracker: tracker.clone(),
@@ -328,6 +366,8 @@ impl Session<'_> {
                 wake,
                 max_history: DEFAULT_MAX_DEPTH as usize,
                 marks: Vec::new(),
+                decisions: ctx.decisions.clone(),
+                events: Vec::new(),
             };
             let fatal = fatal_tx.clone();
             self.tasks.push(tokio::spawn(async move {
@@ -356,6 +396,10 @@ impl Session<'_> {
                 )
             };
             let newly_idle = (pull_idle && !was_idle.0) || (push_idle && !was_idle.1);
+            if pull_idle && !was_idle.0 {
+                // A one-shot pusher waits for the pull (and its conflict resolutions).
+                wake.notify_one();
+            }
             was_idle = (pull_idle, push_idle);
             if newly_idle && self.is_dirty(&state) {
                 if let Err(err) = self.save(&state).await {
@@ -429,6 +473,12 @@ impl Session<'_> {
                 debug!(target: "ferrolite::replicator", "inserter did not stop in time");
             }
         }
+        // Conflicts of committed revisions are resolved before the checkpoint is saved.
+        if let Some(task) = self.resolver.take() {
+            if tokio::time::timeout(STOP_TIMEOUT, task).await.is_err() {
+                debug!(target: "ferrolite::replicator", "conflict resolver did not stop in time");
+            }
+        }
         let ctx = self.ctx;
         match result {
             Ok(end) => {
@@ -474,9 +524,11 @@ impl Session<'_> {
 }
 
 /// Routes the peer's requests: `changes` to the puller's handler, `rev` and `norev` to the
-/// puller, anything else answered with an error.
+/// puller, `getAttachment` and `proveAttachment` to the blob server, anything else answered
+/// with an error.
 async fn dispatch(
     blip: Blip,
+    content: Arc<RevContent>,
     mut requests: mpsc::Receiver<Message>,
     pull: Option<(Puller, Inserter, mpsc::Sender<Message>)>,
 ) {
@@ -490,6 +542,9 @@ async fn dispatch(
             }
             (Some((puller, inserter, _)), "rev" | "norev") => {
                 puller.handle_rev(inserter, message).await;
+            }
+            (_, "getAttachment" | "proveAttachment") => {
+                content.serve(&message);
             }
             _ => {
                 if message.no_reply {
@@ -511,16 +566,39 @@ async fn dispatch(
     }
 }
 
-/// The `on_commit` callback of the puller's inserter.
+/// The callback of the resolver task: `count` conflicted documents were dealt with.
+fn resolved_callback(
+    tracker: SharedTracker,
+    changed: Arc<Notify>,
+) -> Box<dyn Fn(usize) + Send + Sync> {
+    Box::new(move |count| {
+        {
+            let mut t = lock(&tracker);
+            t.resolving = t.resolving.saturating_sub(count);
+            t.resolved += count as u64;
+        }
+        changed.notify_one();
+    })
+}
+
+/// The `on_commit` callback of the puller's inserter. Revisions added as conflicting
+/// branches are reported with [`ReplicatorError::Conflict`] and handed to the resolver
+/// task (`resolve`).
 fn pulled_callback(
     reporter: Arc<Reporter>,
     tracker: SharedTracker,
     changed: Arc<Notify>,
     permits: Arc<Semaphore>,
+    resolve: mpsc::UnboundedSender<Vec<String>>,
 ) -> db::OnCommit {
     Box::new(move |batch: Vec<Inserted>| {
         let mut units = 0;
         let mut released = 0;
+        let conflicted: Vec<String> = batch
+            .iter()
+            .filter(|i| i.conflict && matches!(i.result, Ok(true)))
+            .map(|i| i.doc_id.clone())
+            .collect();
         {
             let mut t = lock(&tracker);
             for inserted in &batch {
@@ -529,12 +607,28 @@ fn pulled_callback(
                     released += 1;
                 }
             }
+            if !conflicted.is_empty() {
+                let count = conflicted.len();
+                t.resolving += count;
+                if resolve.send(conflicted).is_err() {
+                    t.resolving -= count; // the session is ending
+                }
+            }
         }
         permits.add_permits(released);
         let mut documents = Vec::with_capacity(batch.len());
         let mut ok = 0;
         for inserted in batch {
             let error = match &inserted.result {
+                Ok(true) if inserted.conflict => {
+                    // Stored, as a conflict that the resolver task resolves (a warning in
+                    // LiteCore's terms: it counts as replicated).
+                    ok += 1;
+                    Some(ReplicatorError::Conflict {
+                        doc_id: inserted.doc_id.clone(),
+                        rev: inserted.rev.to_string(),
+                    })
+                }
                 Ok(_) => {
                     ok += 1;
                     None
@@ -549,6 +643,7 @@ fn pulled_callback(
                     id: inserted.doc_id,
                     rev: inserted.rev.to_string(),
                     deleted: inserted.deleted,
+                    access_removed: false,
                     error,
                 },
                 matches!(inserted.result, Ok(true)),
@@ -563,6 +658,8 @@ fn pulled_callback(
 /// The puller's shared pieces (cheap to clone).
 #[derive(Clone)]
 struct Puller {
+    /// Blobs and deltas of received revisions.
+    content: Arc<RevContent>,
     inserter: Inserter,
     db: Db,
     blip: Blip,
@@ -571,6 +668,7 @@ struct Puller {
     permits: Arc<Semaphore>,
     reporter: Arc<Reporter>,
     remote: u32,
+    decisions: Arc<Decisions>,
 }
 
 impl Puller {
@@ -620,29 +718,26 @@ impl Puller {
         // Rows after the caught-up message (continuous) keep the puller busy only while
         // the revisions they ask for are outstanding.
         let rows = changes.rows;
+        // Rows not asked for: access removed, or outside the document-ID list (the peer
+        // should have left them out).
+        let skip = |row: &ChangeRow| {
+            row.flags.is_access_removed() || !self.decisions.wants_document(&row.doc_id)
+        };
         // Access removed (revoked, or removed from the user's channels): purge, never ask.
-        let removed: Vec<String> = rows
+        let removed: Vec<(String, RevId, bool)> = rows
             .iter()
-            .filter(|r| r.flags.is_access_removed())
-            .map(|r| r.doc_id.clone())
+            .filter(|r| r.flags.is_access_removed() && self.decisions.wants_document(&r.doc_id))
+            .map(|r| (r.doc_id.clone(), r.rev_id.clone(), r.flags.is_deleted()))
             .collect();
         if !removed.is_empty() {
-            let purged = self
-                .db
-                .call(move |store| db::purge_documents(store, &removed))
-                .await?;
-            debug!(target: "ferrolite::replicator", purged = purged.len(), "pull: purged documents whose access was removed");
+            self.access_removed(removed).await?;
         }
-        let lookup: Vec<_> = rows
-            .iter()
-            .filter(|r| !r.flags.is_access_removed())
-            .cloned()
-            .collect();
+        let lookup: Vec<_> = rows.iter().filter(|r| !skip(r)).cloned().collect();
         let mut found = find_revs(&self.db, lookup).await?.into_iter();
         let entries: Vec<ChangesReplyEntry> = rows
             .iter()
             .map(|row| {
-                if row.flags.is_access_removed() {
+                if skip(row) {
                     ChangesReplyEntry::NotWanted
                 } else {
                     found.next().unwrap_or(ChangesReplyEntry::NotWanted)
@@ -685,7 +780,7 @@ impl Puller {
                 entries,
                 max_history: Some(DEFAULT_MAX_DEPTH),
                 blobs: true,
-                deltas: false,
+                deltas: self.content.offer_deltas(),
                 send_replacement_revs: false,
             };
             self.blip.respond(reply.to_response(message)).await;
@@ -719,6 +814,16 @@ impl Puller {
             }
             return;
         }
+        let rev = match self.content.expand_delta(rev).await {
+            Ok(rev) => rev,
+            Err((status, why)) => {
+                // HTTP 422: the sender resends the full body, which settles the row.
+                if let Some(reply) = reply_error(status, &why) {
+                    self.blip.respond(reply).await;
+                }
+                return;
+            }
+        };
         let prepared = match prepare_rev(&rev) {
             Ok(prepared) => prepared,
             Err(why) => {
@@ -730,15 +835,11 @@ impl Puller {
             }
         };
         if prepared.removed {
-            let id = vec![rev.id.clone()];
-            let purged = self
-                .db
-                .call(move |store| db::purge_documents(store, &id))
-                .await;
-            if let Err(err) = purged {
+            let removal = vec![(rev.id.clone(), rev.rev.clone(), rev.deleted)];
+            if let Err(err) = self.access_removed(removal).await {
                 warn!(target: "ferrolite::replicator", error = %err, "pull: purge failed");
             }
-            self.failed(&rev, ReplicatorError::protocol("access removed"));
+            self.settle(&rev.id, rev.rev.as_str());
             if !message.no_reply {
                 self.blip
                     .respond(RevReply::default().to_response(&message))
@@ -746,20 +847,96 @@ impl Puller {
             }
             return;
         }
-        let queued = inserter
-            .insert(RevToInsert {
-                doc_id: rev.id,
-                history: prepared.history,
-                body: prepared.body,
-                deleted: rev.deleted,
-                mode: InsertMode::AllowConflicts,
-                remote: Some(self.remote),
-                reply_to: (!message.no_reply).then(|| message.clone()),
-            })
+        // The pull filter sees the revision as it would be saved.
+        let flags = DocumentFlags {
+            deleted: rev.deleted,
+            access_removed: false,
+        };
+        if !self
+            .decisions
+            .pull_accepts(&rev.id, &rev.rev, &prepared.body, flags)
+        {
+            debug!(target: "ferrolite::replicator", id = %rev.id, rev = %rev.rev, "pull: rejected by the pull filter");
+            self.failed(&rev, filter::rejected(&rev.id, &rev.rev));
+            if let Some(reply) = reply_error(403, filter::REJECTED_BY_FILTER) {
+                self.blip.respond(reply).await;
+            }
+            return;
+        }
+        // Its blobs are fetched first (when missing): a failure answers the `rev` with the
+        // error and reports the document.
+        let on_failure: OnBlobFailure = if prepared.blobs.is_empty() {
+            Box::new(|_| {})
+        } else {
+            let puller = self.clone();
+            let rev = rev.clone();
+            Box::new(move |failure| puller.failed(&rev, failure.to_error()))
+        };
+        let to_insert = RevToInsert {
+            doc_id: rev.id,
+            history: prepared.history,
+            body: prepared.body,
+            deleted: rev.deleted,
+            mode: InsertMode::AllowConflicts,
+            remote: Some(self.remote),
+            reply_to: (!message.no_reply).then(|| message.clone()),
+        };
+        let queued = self
+            .content
+            .insert_with_blobs(
+                inserter,
+                to_insert,
+                prepared.blobs,
+                FetchPolicy::Missing,
+                on_failure,
+            )
             .await;
         if let Err(err) = queued {
             debug!(target: "ferrolite::replicator", error = %err, "pull: revision dropped");
         }
+    }
+
+    /// Documents whose access the remote removed: purged and reported with the
+    /// access-removed flag, unless the pull filter (offered an empty body and that flag)
+    /// refuses: then the document stays and is reported with the refusal.
+    async fn access_removed(
+        &self,
+        removed: Vec<(String, RevId, bool)>,
+    ) -> Result<(), ReplicatorError> {
+        let mut purge = Vec::new();
+        let mut documents = Vec::with_capacity(removed.len());
+        let empty = Bytes::from_static(b"{}");
+        for (id, rev, deleted) in removed {
+            let flags = DocumentFlags {
+                deleted,
+                access_removed: true,
+            };
+            let accepted = self.decisions.pull_accepts(&id, &rev, &empty, flags);
+            let error = (!accepted).then(|| filter::rejected(&id, &rev));
+            if accepted {
+                purge.push(id.clone());
+            }
+            documents.push((
+                ReplicatedDocument {
+                    direction: Direction::Pull,
+                    id,
+                    rev: rev.to_string(),
+                    deleted,
+                    access_removed: true,
+                    error,
+                },
+                false,
+            ));
+        }
+        if !purge.is_empty() {
+            let purged = self
+                .db
+                .call(move |store| db::purge_documents(store, &purge))
+                .await?;
+            debug!(target: "ferrolite::replicator", purged = purged.len(), "pull: purged documents whose access was removed");
+        }
+        self.reporter.documents(documents);
+        Ok(())
     }
 
     /// A revision that will not come: its row counts as done.
@@ -778,6 +955,7 @@ impl Puller {
                 id: rev.id.clone(),
                 rev: rev.rev.to_string(),
                 deleted: rev.deleted,
+                access_removed: false,
                 error: Some(error),
             },
             false,
@@ -810,7 +988,8 @@ impl Candidate {
         (self.body.len() as u64).max(1)
     }
 
-    fn rev_message(&self, max_history: usize) -> Message {
+    /// The `rev` to send, with the full stored body.
+    fn rev(&self, max_history: usize) -> Rev {
         let mut history = self.history.clone();
         history.truncate(max_history);
         Rev {
@@ -826,7 +1005,6 @@ impl Candidate {
             collection: None,
             body: self.body.clone(),
         }
-        .to_message()
     }
 
     fn document(&self, error: Option<ReplicatorError>) -> (ReplicatedDocument, bool) {
@@ -836,6 +1014,7 @@ impl Candidate {
                 id: self.doc_id.clone(),
                 rev: self.rev.to_string(),
                 deleted: self.deleted,
+                access_removed: false,
                 error,
             },
             false,
@@ -844,13 +1023,15 @@ impl Candidate {
 }
 
 /// Reads up to `limit` changes after `since` and turns them into candidates, skipping
-/// documents whose current revision the remote already has. Returns the candidates and the
-/// last sequence read (`since` when nothing was).
+/// documents whose current revision the remote already has and those the decisions leave
+/// out (document IDs, push filter, conflict awaiting resolution). Returns the candidates and
+/// the last sequence read (`since` when nothing was).
 fn read_push_batch(
     store: &dyn Store,
     since: u64,
     limit: usize,
     remote: u32,
+    decisions: &Decisions,
 ) -> Result<(Vec<Candidate>, u64), ReplicatorError> {
     let changes = store.changes_since(since, limit)?;
     let last = changes.last().map_or(since, |c| c.sequence);
@@ -872,6 +1053,15 @@ fn read_push_batch(
         let Some(body) = current.body() else {
             continue;
         };
+        if !decisions.pushes(
+            &record,
+            current,
+            body,
+            change.sequence,
+            remote_ancestor.as_ref(),
+        ) {
+            continue; // skipped: counts as done
+        }
         let known: Vec<&RevId> = remote_ancestor.iter().collect();
         out.push(Candidate {
             sequence: change.sequence,
@@ -888,6 +1078,8 @@ fn read_push_batch(
 
 /// The pusher: proposes local changes from the change feed and sends the accepted ones.
 struct Pusher {
+    /// Stubs and deltas of sent revisions.
+    content: Arc<RevContent>,
     db: Db,
     blip: Blip,
     tracker: SharedTracker,
@@ -899,6 +1091,9 @@ struct Pusher {
     max_history: usize,
     /// Revisions the remote now has, to record as remote ancestors.
     marks: Vec<(String, RevId)>,
+    decisions: Arc<Decisions>,
+    /// Document events of finished candidates, reported per batch.
+    events: Vec<(ReplicatedDocument, bool)>,
 }
 
 impl Pusher {
@@ -907,9 +1102,15 @@ impl Pusher {
         let mut in_flight: VecDeque<(PendingReply, Candidate)> = VecDeque::new();
         loop {
             let remote = self.remote;
+            // Whether the pull (and the resolution of the conflicts it met) was done before
+            // this read of the feed: a one-shot push waits for that, to push resolutions.
+            let pull_was_idle = !self.decisions.pulls || lock(&self.tracker).pull_idle();
+            let decisions = self.decisions.clone();
             let (candidates, last) = self
                 .db
-                .call(move |store| read_push_batch(store, since, BATCH as usize, remote))
+                .call(move |store| {
+                    read_push_batch(store, since, BATCH as usize, remote, &decisions)
+                })
                 .await?;
             if last == since {
                 // Caught up: wait for the replies, record what the remote has.
@@ -917,6 +1118,18 @@ impl Pusher {
                     self.settle(pending, candidate).await?;
                 }
                 self.write_marks().await?;
+                self.flush_events();
+                if !self.continuous && !pull_was_idle {
+                    // One-shot push-and-pull: wait for the pull to be done; if it resolved
+                    // conflicts, read the feed again so the resolutions are pushed in this
+                    // run (the pulled revisions it also reads are skipped).
+                    while !lock(&self.tracker).pull_idle() {
+                        self.wake.notified().await;
+                    }
+                    if lock(&self.tracker).resolved > 0 {
+                        continue;
+                    }
+                }
                 lock(&self.tracker).push.caught_up = true;
                 self.changed.notify_one();
                 debug!(target: "ferrolite::replicator", since, "push: caught up");
@@ -957,6 +1170,7 @@ impl Pusher {
             debug!(target: "ferrolite::replicator", rows = propose.rows.len(), "push: proposing changes");
             let reply = self.blip.request(propose.to_message()).await?;
             let reply = decode_reply(&reply, ProposeChangesReply::from_response)?;
+            self.content.peer_said(reply.blobs, reply.deltas);
             if let Some(max) = reply.max_history {
                 self.max_history = (max as usize).max(1);
             }
@@ -968,7 +1182,13 @@ impl Pusher {
                                 self.settle(pending, c).await?;
                             }
                         }
-                        let message = candidate.rev_message(self.max_history);
+                        let message = self
+                            .content
+                            .push_rev(
+                                candidate.rev(self.max_history),
+                                candidate.remote_ancestor.as_ref(),
+                            )
+                            .await;
                         let pending = self.blip.send_request(message).await?;
                         in_flight.push_back((pending, candidate));
                     }
@@ -999,6 +1219,14 @@ impl Pusher {
             if self.marks.len() >= MARKS_PER_WRITE {
                 self.write_marks().await?;
             }
+            self.flush_events();
+        }
+    }
+
+    /// Reports the document events collected so far, as one batch.
+    fn flush_events(&mut self) {
+        if !self.events.is_empty() {
+            self.reporter.documents(std::mem::take(&mut self.events));
         }
     }
 
@@ -1008,7 +1236,15 @@ impl Pusher {
         pending: PendingReply,
         candidate: Candidate,
     ) -> Result<(), ReplicatorError> {
-        let reply = pending.wait().await?;
+        let mut reply = pending.wait().await?;
+        let delta = self
+            .content
+            .sent_as_delta(&candidate.doc_id, &candidate.rev);
+        if delta && delta_sync::wants_full_body(&reply) {
+            // A delta the peer could not apply: send the full body once.
+            let full = self.content.full_rev(candidate.rev(self.max_history));
+            reply = self.blip.request(full).await?;
+        }
         match decode_reply(&reply, RevReply::from_response) {
             Ok(_) => {
                 self.marks
@@ -1033,7 +1269,7 @@ impl Pusher {
 
     /// Records a finished candidate: its sequence is done (or failed, when transient: a
     /// later replication retries it), progress and the document event.
-    fn done(&self, candidate: &Candidate, error: Option<ReplicatorError>, transient: bool) {
+    fn done(&mut self, candidate: &Candidate, error: Option<ReplicatorError>, transient: bool) {
         {
             let mut t = lock(&self.tracker);
             t.push.pending.remove(&candidate.sequence);
@@ -1043,7 +1279,7 @@ impl Pusher {
         }
         let ok = usize::from(error.is_none());
         self.reporter.completed(candidate.units(), ok);
-        self.reporter.documents(vec![candidate.document(error)]);
+        self.events.push(candidate.document(error));
         self.changed.notify_one();
     }
 

@@ -18,19 +18,38 @@ use crate::driver::{decode_reply, Blip};
 use crate::ReplicatorError;
 
 /// The checkpoint ID (`client` property): `cp-` + base64(SHA-1(private UUID ‖ remote
-/// identity ‖ 0 ‖ replicator type)). LiteCore hashes a Fleece array of similar items; the
-/// exact value need not match it, only be stable and unique per database, remote and
-/// settings (replication.md §9).
+/// identity ‖ 0 ‖ replicator type [‖ channels ‖ document IDs])). LiteCore hashes a Fleece
+/// array of similar items; the exact value need not match it, only be stable and unique per
+/// database, remote and settings (replication.md §9). As in LiteCore, the filter items are
+/// added only when channels or document IDs are configured (so the ID of an unfiltered
+/// replication never changes); each list is sorted and deduplicated first. Push and pull
+/// filter functions are not part of it (a function has no stable identity; LiteCore hashes
+/// only a named filter).
 pub(crate) fn checkpoint_id(
     private_uuid: &[u8; 16],
     remote_id: &str,
     kind: ReplicatorType,
+    channels: &[String],
+    doc_ids: &[String],
 ) -> String {
     let mut hasher = Sha1::new();
     hasher.update(private_uuid);
     hasher.update(remote_id.as_bytes());
     hasher.update([0u8]);
     hasher.update(kind.as_str().as_bytes());
+    if !channels.is_empty() || !doc_ids.is_empty() {
+        for (tag, list) in [(b'c', channels), (b'd', doc_ids)] {
+            let mut items: Vec<&String> = list.iter().collect();
+            items.sort_unstable();
+            items.dedup();
+            hasher.update([0u8, tag]);
+            hasher.update((items.len() as u64).to_be_bytes());
+            for item in items {
+                hasher.update((item.len() as u64).to_be_bytes());
+                hasher.update(item.as_bytes());
+            }
+        }
+    }
     format!(
         "cp-{}",
         base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
@@ -308,14 +327,26 @@ mod tests {
     #[test]
     fn ids_are_stable_and_distinct() {
         let uuid = [7u8; 16];
-        let a = checkpoint_id(&uuid, "ws://h/db", ReplicatorType::Pull);
-        assert_eq!(a, checkpoint_id(&uuid, "ws://h/db", ReplicatorType::Pull));
+        let id = |uuid: &[u8; 16], kind, channels: &[&str], docs: &[&str]| {
+            let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            checkpoint_id(uuid, "ws://h/db", kind, &owned(channels), &owned(docs))
+        };
+        let a = id(&uuid, ReplicatorType::Pull, &[], &[]);
+        assert_eq!(a, id(&uuid, ReplicatorType::Pull, &[], &[]));
         assert!(a.starts_with("cp-") && a.len() == 31, "{a}");
-        assert_ne!(a, checkpoint_id(&uuid, "ws://h/db", ReplicatorType::Push));
-        assert_ne!(
-            a,
-            checkpoint_id(&[8u8; 16], "ws://h/db", ReplicatorType::Pull)
+        // Unchanged for unfiltered replications (existing checkpoints stay valid).
+        assert_eq!(a, "cp-qu2K34awIgiYE4kD2lcyUeqpp08=");
+        assert_ne!(a, id(&uuid, ReplicatorType::Push, &[], &[]));
+        assert_ne!(a, id(&[8u8; 16], ReplicatorType::Pull, &[], &[]));
+        // Channels and document IDs are part of it, in any order.
+        let filtered = id(&uuid, ReplicatorType::Pull, &["a", "b"], &[]);
+        assert_ne!(a, filtered);
+        assert_eq!(
+            filtered,
+            id(&uuid, ReplicatorType::Pull, &["b", "a", "a"], &[])
         );
+        assert_ne!(filtered, id(&uuid, ReplicatorType::Pull, &[], &["a", "b"]));
+        assert_ne!(filtered, id(&uuid, ReplicatorType::Pull, &["ab"], &[]));
     }
 
     #[test]

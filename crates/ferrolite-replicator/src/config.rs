@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::conflict::ConflictResolver;
+use crate::filter::{DocumentFlags, ReplicationFilter};
 use crate::ReplicatorError;
 
 /// Which directions a replicator runs.
@@ -61,6 +63,26 @@ pub struct ReplicatorConfig {
     /// Stable identity of the remote (its URL, or the other database's UUID), hashed into
     /// the checkpoint ID and naming the remote whose revisions are tracked.
     pub remote_id: String,
+    /// Resolves conflicts created by pulled revisions; `None` = Couchbase Lite 3.x's default
+    /// rule ([`Conflict::default_resolution`](crate::Conflict::default_resolution)).
+    pub conflict_resolver: Option<ConflictResolver>,
+    /// Decides which changed local documents are pushed; a skipped revision counts as done
+    /// (it is not reconsidered until the document changes again).
+    pub push_filter: Option<ReplicationFilter>,
+    /// Decides which received revisions are saved; a refused one is answered `HTTP 403`
+    /// and counts as done.
+    pub pull_filter: Option<ReplicationFilter>,
+    /// Replicate only these documents (push: filtered locally; pull: `docIDs` in
+    /// `subChanges`, which Sync Gateway accepts for one-shot pulls only); empty = all.
+    /// Part of the checkpoint ID.
+    pub document_ids: Vec<String>,
+    /// Pull only these Sync Gateway channels (`filter=sync_gateway/bychannel`); empty = every
+    /// channel the user can read. Part of the checkpoint ID.
+    pub channels: Vec<String>,
+    /// Delta sync (default `true`): accept deltas on pull (`deltas=true` in the first reply
+    /// to `changes`) and send them on push when the peer accepts them. Couchbase Lite
+    /// disables it for a database endpoint.
+    pub enable_delta_sync: bool,
 }
 
 impl Default for ReplicatorConfig {
@@ -72,6 +94,12 @@ impl Default for ReplicatorConfig {
             max_attempt_wait: DEFAULT_MAX_ATTEMPT_WAIT,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             remote_id: String::new(),
+            conflict_resolver: None,
+            push_filter: None,
+            pull_filter: None,
+            document_ids: Vec::new(),
+            channels: Vec::new(),
+            enable_delta_sync: true,
         }
     }
 }
@@ -180,6 +208,22 @@ pub struct ReplicatedDocument {
     pub rev: String,
     /// Whether the revision is a deletion.
     pub deleted: bool,
-    /// Why it failed, if it did (a push conflict is [`ReplicatorError::Conflict`]).
+    /// Whether the remote removed access to the document (it was purged locally, unless
+    /// the pull filter refused).
+    pub access_removed: bool,
+    /// Why it failed, if it did: [`ReplicatorError::Conflict`] for a push the remote
+    /// refused as a conflict and for a pulled revision that conflicts with the local one
+    /// (then resolved automatically), [`ReplicatorError::Rejected`] for a revision the pull
+    /// filter refused.
     pub error: Option<ReplicatorError>,
+}
+
+impl ReplicatedDocument {
+    /// The document's flags (deleted, access removed).
+    pub fn flags(&self) -> DocumentFlags {
+        DocumentFlags {
+            deleted: self.deleted,
+            access_removed: self.access_removed,
+        }
+    }
 }

@@ -142,21 +142,25 @@ pub(crate) fn with_local_doc_lock<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// An incoming revision body, parsed: canonical JSON of the properties without the
-/// top-level `_`-prefixed keys, and whether it was Sync Gateway's removal marker.
+/// top-level `_`-prefixed keys (but with real legacy `_attachments`), whether it was Sync
+/// Gateway's removal marker, and the blobs whose bytes must be stored before it.
 pub(crate) struct ParsedBody {
     pub(crate) canonical: Bytes,
     pub(crate) removed: bool,
+    pub(crate) blobs: Vec<crate::blobs::IncomingBlob>,
 }
 
 /// Parses a received `rev` body: a JSON object (an empty body counts as `{}`). Top-level
 /// keys starting with `_` (`_id`, `_rev`, `_deleted`, `_revisions`, `_exp`, …) are metadata
-/// and are stripped, as LiteCore does; `_attachments` is set aside and ignored for now
-/// (blobs are a later step); `{"_removed":true}` is reported as a removal.
+/// and are stripped, as LiteCore does; `_attachments` is reconciled with the body's blobs
+/// ([`crate::blobs::reconcile`]: stubs of blobs dropped, real legacy attachments kept);
+/// `{"_removed":true}` is reported as a removal.
 pub(crate) fn parse_body(body: &[u8]) -> Result<ParsedBody, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ParsedBody {
             canonical: Bytes::from_static(b"{}"),
             removed: false,
+            blobs: Vec::new(),
         });
     }
     let value: Value =
@@ -165,11 +169,13 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<ParsedBody, String> {
         return Err("the body is not a JSON object".to_owned());
     };
     let removed = map.get("_removed") == Some(&Value::Bool(true));
-    let _attachments = map.remove("_attachments");
+    let attachments = map.remove("_attachments");
     map.retain(|key, _| !key.starts_with('_'));
+    let blobs = crate::blobs::reconcile(&mut map, attachments)?;
     Ok(ParsedBody {
         canonical: Bytes::from(canonical_json(&Value::Object(map))),
         removed,
+        blobs,
     })
 }
 
@@ -263,6 +269,8 @@ pub(crate) struct Inserted {
     pub(crate) deleted: bool,
     /// `Ok(true)` added, `Ok(false)` already there.
     pub(crate) result: Result<bool, InsertFailure>,
+    /// It was added as a conflicting branch (its parent is not the current revision).
+    pub(crate) conflict: bool,
 }
 
 impl Inserted {
@@ -312,12 +320,28 @@ impl Inserter {
             .map_err(|_| ReplicatorError::protocol("the inserter stopped"))
     }
 
+    /// A handle that does not keep the inserter running (for tasks that may outlive the
+    /// session, such as blob fetches).
+    pub(crate) fn downgrade(&self) -> WeakInserter {
+        WeakInserter(self.commands.downgrade())
+    }
+
     /// Commits everything queued so far; returns after the commit.
     pub(crate) async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(InserterCommand::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// An [`Inserter`] handle that does not keep it running ([`Inserter::downgrade`]).
+pub(crate) struct WeakInserter(mpsc::WeakSender<InserterCommand>);
+
+impl WeakInserter {
+    /// The inserter, while it still runs.
+    pub(crate) fn upgrade(&self) -> Option<Inserter> {
+        self.0.upgrade().map(|commands| Inserter { commands })
     }
 }
 
@@ -362,7 +386,7 @@ async fn insert_loop(
 
 async fn commit(db: &Db, blip: &Blip, batch: Vec<RevToInsert>, on_commit: &mut OnCommit) {
     let count = batch.len();
-    let (batch, results) = match db
+    let (batch, (results, conflicts)) = match db
         .call(move |store| {
             let results = write_batch(store, &batch);
             Ok((batch, results))
@@ -377,8 +401,9 @@ async fn commit(db: &Db, blip: &Blip, batch: Vec<RevToInsert>, on_commit: &mut O
     };
     debug!(target: "ferrolite::replicator", revisions = count, "committed a batch of received revisions");
     let mut out = Vec::with_capacity(batch.len());
-    for (rev, result) in batch.into_iter().zip(results) {
+    for (i, (rev, result)) in batch.into_iter().zip(results).enumerate() {
         let inserted = Inserted {
+            conflict: conflicts.contains(&i),
             doc_id: rev.doc_id,
             rev: rev
                 .history
@@ -401,11 +426,17 @@ fn placeholder_rev() -> RevId {
     RevId::compute(None, false, b"{}")
 }
 
-/// Inserts a batch in one transaction; one result per revision.
-fn write_batch(store: &ObservedStore, batch: &[RevToInsert]) -> Vec<Result<bool, InsertFailure>> {
+/// Inserts a batch in one transaction; one result per revision, and the positions of the
+/// revisions added as conflicting branches.
+fn write_batch(
+    store: &ObservedStore,
+    batch: &[RevToInsert],
+) -> (Vec<Result<bool, InsertFailure>>, Vec<usize>) {
     let mut results: Vec<Result<bool, InsertFailure>> = Vec::with_capacity(batch.len());
+    let mut conflicts: Vec<usize> = Vec::new();
     let written = store.write(&mut |tx| {
         results.clear();
+        conflicts.clear();
         for rev in batch {
             let Some(newest) = rev.history.first() else {
                 results.push(Err(InsertFailure::Invalid("empty history".to_owned())));
@@ -443,7 +474,10 @@ fn write_batch(store: &ObservedStore, batch: &[RevToInsert]) -> Vec<Result<bool,
                 sequence,
                 rev.mode,
             ) {
-                Ok(_) => {
+                Ok(outcome) => {
+                    if outcome.conflict {
+                        conflicts.push(results.len());
+                    }
                     if let Some(remote) = rev.remote {
                         record.tree.set_remote_ancestor(remote, newest);
                     }
@@ -460,13 +494,14 @@ fn write_batch(store: &ObservedStore, batch: &[RevToInsert]) -> Vec<Result<bool,
         Ok(())
     });
     match written {
-        Ok(_) => results,
+        Ok(_) => (results, conflicts),
         Err(err) => {
             let err = ReplicatorError::from(err);
-            batch
+            let failed = batch
                 .iter()
                 .map(|_| Err(InsertFailure::Storage(err.clone())))
-                .collect()
+                .collect();
+            (failed, Vec::new())
         }
     }
 }

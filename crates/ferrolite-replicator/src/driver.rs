@@ -40,6 +40,11 @@ const MAX_INBOX: usize = 64;
 const MAX_OUTBOX: u64 = 32;
 /// How long a close waits for the peer's answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Parts of streamed replies waiting for their consumers before the core stops reading.
+const MAX_PARTS_WAITING: usize = 8;
+/// A streamed message's producer may append its next chunk once fewer bytes than this wait
+/// unsent in the codec.
+const STREAM_LOW_WATER: usize = 64 * 1024;
 
 type ReplyTx = oneshot::Sender<Result<Message, ReplicatorError>>;
 
@@ -50,12 +55,70 @@ enum Command {
         message: Message,
         reply: Option<ReplyTx>,
     },
+    /// Send a request whose response is delivered in parts to `parts` (see
+    /// [`Blip::request_streamed`]).
+    StreamedRequest {
+        message: Message,
+        parts: mpsc::Sender<ReplyPart>,
+    },
     /// Close the connection once everything queued is sent.
     Close {
         code: u16,
         reason: String,
         done: oneshot::Sender<()>,
     },
+}
+
+/// A piece of a streamed reply (see [`Blip::request_streamed`]): the head (the response
+/// with its properties and no body, or the whole error reply), body bytes, then the end.
+/// A channel closed before `End` means the connection was lost.
+#[derive(Debug)]
+pub(crate) enum ReplyPart {
+    Head(Message),
+    Data(Bytes),
+    End,
+}
+
+/// What streams a message's body into the codec (see [`Blip::respond_streaming`]).
+enum StreamCommand {
+    /// Queue the head of a streamed message.
+    Start(Message),
+    /// Append to its body; `credit` fires once the codec is ready for the next chunk.
+    Chunk {
+        kind: MessageType,
+        number: u64,
+        data: Bytes,
+        last: bool,
+        credit: oneshot::Sender<()>,
+    },
+}
+
+/// Writes the body of a streamed response chunk by chunk (see [`Blip::respond_streaming`]).
+pub(crate) struct BodyWriter {
+    streams: mpsc::Sender<StreamCommand>,
+    kind: MessageType,
+    number: u64,
+}
+
+impl BodyWriter {
+    /// Appends `data` (ending the body with `last`); returns once the codec is ready for
+    /// the next chunk, so at most about two chunks are ever buffered.
+    pub(crate) async fn write(&mut self, data: Bytes, last: bool) -> Result<(), ReplicatorError> {
+        let (credit, ready) = oneshot::channel();
+        self.streams
+            .send(StreamCommand::Chunk {
+                kind: self.kind,
+                number: self.number,
+                data,
+                last,
+                credit,
+            })
+            .await
+            .map_err(|_| ReplicatorError::connection_closed())?;
+        ready
+            .await
+            .map_err(|_| ReplicatorError::connection_closed())
+    }
 }
 
 /// A reply that will arrive for a request sent with [`Blip::send_request`].
@@ -77,6 +140,7 @@ impl PendingReply {
 pub(crate) struct Blip {
     commands: mpsc::Sender<Command>,
     responses: mpsc::Sender<Message>,
+    streams: mpsc::Sender<StreamCommand>,
 }
 
 impl Blip {
@@ -114,6 +178,44 @@ impl Blip {
             })
             .await
             .map_err(|_| ReplicatorError::connection_closed())
+    }
+
+    /// Sends a request whose response is delivered in parts as its frames arrive, instead
+    /// of being assembled in memory: what a large `getAttachment` reply needs. The
+    /// receiver gets [`ReplyPart::Head`], then body [`ReplyPart::Data`], then
+    /// [`ReplyPart::End`]; an error reply comes whole as the head, then `End`. A slow
+    /// consumer slows the connection down (the core stops reading while a few parts wait).
+    pub(crate) async fn request_streamed(
+        &self,
+        message: Message,
+    ) -> Result<mpsc::Receiver<ReplyPart>, ReplicatorError> {
+        let (tx, rx) = mpsc::channel(MAX_PARTS_WAITING);
+        let mut message = message;
+        message.no_reply = false;
+        self.commands
+            .send(Command::StreamedRequest { message, parts: tx })
+            .await
+            .map_err(|_| ReplicatorError::connection_closed())?;
+        Ok(rx)
+    }
+
+    /// Queues the head of a response whose body follows through the returned writer, chunk
+    /// by chunk (a blob streamed from disk). Harmless once closed (writes then fail).
+    pub(crate) async fn respond_streaming(
+        &self,
+        head: Message,
+    ) -> Result<BodyWriter, ReplicatorError> {
+        let kind = head.kind;
+        let number = head.number;
+        self.streams
+            .send(StreamCommand::Start(head))
+            .await
+            .map_err(|_| ReplicatorError::connection_closed())?;
+        Ok(BodyWriter {
+            streams: self.streams.clone(),
+            kind,
+            number,
+        })
     }
 
     /// Queues a response (or error) to a request of the peer. Harmless once closed.
@@ -170,6 +272,7 @@ pub(crate) fn spawn(connection: Connection, role: &'static str) -> Driven {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let (responses_tx, responses_rx) = mpsc::channel(64);
     let (requests_tx, requests_rx) = mpsc::channel(16);
+    let (streams_tx, streams_rx) = mpsc::channel(16);
     let write_error = Arc::new(Mutex::new(None));
     let reader = tokio::spawn(read_loop(receiver, frames_tx));
     let writer = tokio::spawn(write_loop(sender, writer_rx, write_error.clone()));
@@ -180,10 +283,19 @@ pub(crate) fn spawn(connection: Connection, role: &'static str) -> Driven {
         inbox: VecDeque::new(),
         queued: 0,
         write_error,
+        streams: HashMap::new(),
+        parts_out: VecDeque::new(),
+        credits: Vec::new(),
     };
     let task = tokio::spawn(async move {
         let end = core
-            .run(frames_rx, writer_tx, commands_rx, responses_rx, requests_tx)
+            .run(
+                frames_rx,
+                writer_tx,
+                commands_rx,
+                (responses_rx, streams_rx),
+                requests_tx,
+            )
             .await;
         reader.abort();
         if tokio::time::timeout(Duration::from_secs(1), writer)
@@ -206,6 +318,7 @@ pub(crate) fn spawn(connection: Connection, role: &'static str) -> Driven {
         blip: Blip {
             commands: commands_tx,
             responses: responses_tx,
+            streams: streams_tx,
         },
         requests: requests_rx,
         task,
@@ -274,6 +387,22 @@ struct Core {
     /// Messages queued into `blip` (requests and responses), to size its outbox.
     queued: u64,
     write_error: Arc<Mutex<Option<TransportError>>>,
+    /// Our requests whose response is streamed: where its parts go.
+    streams: HashMap<u64, mpsc::Sender<ReplyPart>>,
+    /// Parts of streamed responses waiting for their consumer.
+    parts_out: VecDeque<(mpsc::Sender<ReplyPart>, ReplyPart)>,
+    /// Producers of streamed bodies waiting until the codec is ready for more.
+    credits: Vec<(MessageType, u64, oneshot::Sender<()>)>,
+}
+
+/// Waits for room in the channel of the first waiting reply part (never, when none waits).
+async fn reserve_front(
+    front: &Option<mpsc::Sender<ReplyPart>>,
+) -> Result<mpsc::Permit<'_, ReplyPart>, mpsc::error::SendError<()>> {
+    match front {
+        Some(tx) => tx.reserve().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Where a close stands.
@@ -310,15 +439,17 @@ impl Core {
         mut frames: mpsc::Receiver<ReadEvent>,
         writer: mpsc::Sender<WriteCommand>,
         mut commands: mpsc::Receiver<Command>,
-        mut responses: mpsc::Receiver<Message>,
+        (mut responses, mut streams): (mpsc::Receiver<Message>, mpsc::Receiver<StreamCommand>),
         handler: mpsc::Sender<Message>,
     ) -> DriverEnd {
         let role = self.role;
         let mut closing: Option<Closing> = None;
         let mut commands_open = true;
         let mut responses_open = true;
+        let mut streams_open = true;
         let mut handler_open = true;
         let end = loop {
+            self.release_credits();
             // A requested close goes out once everything queued before it was written.
             if let Some(close) = closing.as_mut() {
                 if !close.sent && !self.blip.wants_to_send() {
@@ -343,6 +474,8 @@ impl Core {
             let can_write = self.blip.wants_to_send() && closing.as_ref().is_none_or(|c| !c.sent);
             let accept_commands =
                 commands_open && (closing.is_some() || self.outbox_len() < MAX_OUTBOX);
+            let can_read = self.inbox.len() < MAX_INBOX && self.parts_out.len() < MAX_PARTS_WAITING;
+            let front = self.parts_out.front().map(|(tx, _)| tx.clone());
             tokio::select! {
                 permit = writer.reserve(), if can_write => {
                     let Ok(permit) = permit else {
@@ -352,7 +485,7 @@ impl Core {
                         permit.send(WriteCommand::Frame(frame));
                     }
                 }
-                event = frames.recv(), if self.inbox.len() < MAX_INBOX => {
+                event = frames.recv(), if can_read => {
                     match event {
                         Some(ReadEvent::Frame(frame)) => {
                             if let Err(err) = self.receive(&frame) {
@@ -408,6 +541,28 @@ impl Core {
                         None => responses_open = false,
                     }
                 }
+                permit = reserve_front(&front), if front.is_some() => {
+                    match permit {
+                        Ok(permit) => {
+                            if let Some((_, part)) = self.parts_out.pop_front() {
+                                permit.send(part);
+                            }
+                        }
+                        // The consumer is gone: drop what was meant for it.
+                        Err(_) => {
+                            if let Some((gone, _)) = self.parts_out.pop_front() {
+                                self.parts_out.retain(|(tx, _)| !tx.same_channel(&gone));
+                                self.streams.retain(|_, tx| !tx.same_channel(&gone));
+                            }
+                        }
+                    }
+                }
+                stream = streams.recv(), if streams_open => {
+                    match stream {
+                        Some(command) => self.stream(command),
+                        None => streams_open = false,
+                    }
+                }
                 command = commands.recv(), if accept_commands => {
                     match command {
                         Some(Command::Request { message, reply }) => {
@@ -418,6 +573,12 @@ impl Core {
                                 }
                             } else {
                                 self.send(message, reply);
+                            }
+                        }
+                        Some(Command::StreamedRequest { message, parts }) => {
+                            // While closing, dropping `parts` tells the caller at once.
+                            if closing.is_none() {
+                                self.send_streamed(message, parts);
                             }
                         }
                         Some(Command::Close { code, reason, done }) => match closing.as_mut() {
@@ -473,9 +634,98 @@ impl Core {
         }
     }
 
-    /// Feeds one frame to BLIP and routes a completed message.
+    /// Queues a request whose response streams to `parts`.
+    fn send_streamed(&mut self, message: Message, parts: mpsc::Sender<ReplyPart>) {
+        let profile = message.profile().map(str::to_owned);
+        match self.blip.send(message) {
+            Ok(number) => {
+                self.queued += 1;
+                trace!(target: "ferrolite::blip", role = self.role, number, profile = profile.as_deref().unwrap_or(""), "send (streamed reply)");
+                self.blip.stream_response(number);
+                self.streams.insert(number, parts);
+            }
+            Err(err) => {
+                warn!(target: "ferrolite::blip", role = self.role, error = %err, "message refused");
+            }
+        }
+    }
+
+    /// Starts or extends a streamed message.
+    fn stream(&mut self, command: StreamCommand) {
+        match command {
+            StreamCommand::Start(message) => match self.blip.send_streaming(message) {
+                Ok(number) => {
+                    self.queued += 1;
+                    trace!(target: "ferrolite::blip", role = self.role, number, "send (streamed body)");
+                }
+                Err(err) => {
+                    warn!(target: "ferrolite::blip", role = self.role, error = %err, "message refused");
+                }
+            },
+            StreamCommand::Chunk {
+                kind,
+                number,
+                data,
+                last,
+                credit,
+            } => {
+                // Refused (unknown or ended message): dropping `credit` fails the writer.
+                if self.blip.extend_body(kind, number, data, last).is_ok() {
+                    self.credits.push((kind, number, credit));
+                }
+            }
+        }
+    }
+
+    /// Tells streamed-body producers whose message runs low that they may append more.
+    fn release_credits(&mut self) {
+        let mut i = 0;
+        while i < self.credits.len() {
+            let (kind, number, _) = &self.credits[i];
+            let low = self
+                .blip
+                .unsent_len(*kind, *number)
+                .is_none_or(|n| n < STREAM_LOW_WATER);
+            if low {
+                let (_, _, credit) = self.credits.swap_remove(i);
+                let _ = credit.send(());
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Feeds one frame to BLIP and routes a completed message or streamed parts.
     fn receive(&mut self, frame: &[u8]) -> Result<(), blip::BlipError> {
-        let Some(message) = self.blip.receive(frame)? else {
+        let received = self.blip.receive(frame)?;
+        while let Some(part) = self.blip.next_response_part() {
+            let Some(tx) = self.streams.get(&part.number) else {
+                continue;
+            };
+            let tx = tx.clone();
+            if let Some(properties) = part.properties {
+                let head = Message {
+                    kind: MessageType::Response,
+                    number: part.number,
+                    urgent: false,
+                    compressed: false,
+                    no_reply: false,
+                    properties,
+                    body: Bytes::new(),
+                };
+                self.parts_out
+                    .push_back((tx.clone(), ReplyPart::Head(head)));
+            }
+            if !part.body.is_empty() {
+                self.parts_out
+                    .push_back((tx.clone(), ReplyPart::Data(part.body)));
+            }
+            if part.last {
+                self.streams.remove(&part.number);
+                self.parts_out.push_back((tx, ReplyPart::End));
+            }
+        }
+        let Some(message) = received else {
             return Ok(());
         };
         trace!(target: "ferrolite::blip", role = self.role, kind = ?message.kind, number = message.number, profile = message.profile().unwrap_or(""), "received");
@@ -484,6 +734,11 @@ impl Core {
             MessageType::Response | MessageType::Error => {
                 if let Some(reply) = self.pending.remove(&message.number) {
                     let _ = reply.send(Ok(message));
+                } else if let Some(tx) = self.streams.remove(&message.number) {
+                    // An error reply to a streamed request: whole, then the end.
+                    self.parts_out
+                        .push_back((tx.clone(), ReplyPart::Head(message)));
+                    self.parts_out.push_back((tx, ReplyPart::End));
                 }
             }
         }

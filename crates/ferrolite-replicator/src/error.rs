@@ -79,14 +79,27 @@ pub enum ReplicatorError {
     /// The local database failed.
     #[error("storage error: {0}")]
     Storage(Arc<StorageError>),
-    /// The peer refused a pushed revision as a conflict (`proposeChanges` status 409 or a
-    /// `rev` answered `HTTP 409`): the document must be pulled and resolved first.
+    /// A document conflict (LiteCore code 8): the peer refused a pushed revision as a
+    /// conflict (`proposeChanges` status 409 or a `rev` answered `HTTP 409`), or a pulled
+    /// revision conflicts with the local one (it is then resolved automatically, and the
+    /// resolved revision pushed).
     #[error("document {doc_id:?}: revision {rev} conflicts with the remote's")]
     Conflict {
         /// The document.
         doc_id: String,
-        /// The revision that was refused.
+        /// The revision that was refused (push) or received (pull).
         rev: String,
+    },
+    /// The pull filter refused a received revision (Couchbase Lite's WebSocket 403,
+    /// `rejected by validation function`): it was not saved.
+    #[error("document {doc_id:?}: revision {rev} {message}")]
+    Rejected {
+        /// The document.
+        doc_id: String,
+        /// The refused revision.
+        rev: String,
+        /// Why (`rejected by validation function`).
+        message: String,
     },
     /// The configuration or the calling context cannot be used (no tokio runtime, …).
     #[error("invalid configuration: {0}")]
@@ -105,7 +118,8 @@ impl ReplicatorError {
     /// The error's domain and code in Couchbase Lite's style: `("POSIX", errno)`,
     /// `("Network", n)` and `("WebSocket", status or close code)` for transport errors;
     /// `("WebSocket", status)` for a peer's `HTTP` error reply (LiteCore maps `HTTP n` to
-    /// WebSocket n); `("WebSocket", close code)` for a BLIP framing error;
+    /// WebSocket n) and `("WebSocket", 403)` for a revision the pull filter refused;
+    /// `("WebSocket", close code)` for a BLIP framing error;
     /// `("ferrolite", n)` with a [`code`] for the rest (`REMOTE_ERROR` for other remote
     /// domains and unreadable messages, `IO_ERROR`/`CORRUPT_DATA` for storage,
     /// `CONFLICT`, `INVALID_PARAMETER`, `BUSY`, `DEADLINE_EXCEEDED`).
@@ -142,6 +156,7 @@ impl ReplicatorError {
                 _ => (domain::FERROLITE, code::IO_ERROR),
             },
             ReplicatorError::Conflict { .. } => (domain::FERROLITE, code::CONFLICT),
+            ReplicatorError::Rejected { .. } => (domain::WEBSOCKET, 403),
             ReplicatorError::Config(_) => (domain::FERROLITE, code::INVALID_PARAMETER),
             ReplicatorError::AlreadyRunning => (domain::FERROLITE, code::BUSY),
             ReplicatorError::DeadlineExceeded => (domain::FERROLITE, code::DEADLINE_EXCEEDED),

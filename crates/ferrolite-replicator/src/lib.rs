@@ -34,7 +34,8 @@
 //!   revision the remote already has (so pulled revisions are not echoed back). Remote
 //!   identities ([`ReplicatorConfig::remote_id`]) are mapped to small numbers in the local
 //!   document `ferrolite/remotes`.
-//! - **Checkpoints**: ID `cp-` + base64(SHA-1(private UUID ‖ remote ID ‖ type)); body
+//! - **Checkpoints**: ID `cp-` + base64(SHA-1(private UUID ‖ remote ID ‖ type [‖ channels
+//!   ‖ document IDs])); body
 //!   `{"time","local","remote"}` kept locally (`ferrolite/checkpoints/<id>`) and on the peer
 //!   (`setCheckpoint`, re-read and retried on 409). At the start both copies are compared;
 //!   when they differ the replication rolls back to the older state. `local` is the highest
@@ -46,6 +47,20 @@
 //!   change feed, then `rev`s with `noconflicts`) concurrently over one connection →
 //!   one-shot: save the checkpoint and close with 1000; continuous: stay idle, woken by
 //!   the database's commit observer and the peer's new `changes`.
+//! - **Decisions** (`filter`, `conflict`): push and pull filters, document IDs and
+//!   channels decide what is proposed, requested and saved; a pulled revision that
+//!   conflicts with the local one is resolved after its batch committed (custom
+//!   [`ConflictResolver`] or Couchbase Lite's default rule), the result written as a child
+//!   of the remote revision and then pushed. [`Replicator::pending_document_ids`] lists
+//!   what the next push would send.
+//! - **Content** (`blobs`, `delta_sync`, `content`): a received revision is stored only
+//!   once every blob it references is in the blob store — fetched with `getAttachment`
+//!   (the reply streamed by the driver, frame by frame, into `Store::put_blob`, which
+//!   verifies the digest) or, on the passive side, proved with `proveAttachment`; both roles
+//!   serve those requests by streaming from the store. `_attachments` stubs are translated
+//!   to and from blobs for peers without `blobs=true` (Sync Gateway). Revisions travel as
+//!   JSON deltas when both sides allow it ([`ReplicatorConfig::enable_delta_sync`],
+//!   [`PassiveOptions::disable_deltas`]); a refused delta (`HTTP 422`) is resent in full.
 //! - **Run loop**: a failure that is transient (or network-dependent, when continuous)
 //!   makes the replicator go offline and retry after 2, 4, 8 … s (capped at
 //!   `max_attempt_wait`) until `max_attempts`; anything else stops it with the error.
@@ -91,12 +106,18 @@
 //! ```
 
 mod active;
+mod blobs;
 mod checkpoint;
 mod config;
+mod conflict;
+mod content;
 mod db;
+mod delta_sync;
 mod driver;
 mod error;
+mod filter;
 mod passive;
+mod pending;
 mod replicator;
 
 pub use config::{
@@ -104,6 +125,8 @@ pub use config::{
     ReplicatorStatus, ReplicatorType, SyncOutcome, DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_MAX_ATTEMPT_WAIT, DEFAULT_ONE_SHOT_ATTEMPTS,
 };
+pub use conflict::{Conflict, ConflictResolution, ConflictResolver, ConflictingRevision};
 pub use error::{code, domain, ReplicatorError};
+pub use filter::{DocumentFlags, FilterRevision, ReplicationFilter, REJECTED_BY_FILTER};
 pub use passive::{serve_passive, PassiveOptions};
 pub use replicator::Replicator;

@@ -9,7 +9,7 @@ use ferrolite_protocol::blip::Message;
 use ferrolite_protocol::messages::{
     ChangeFlags, ChangeRow, Changes, ChangesReply, ChangesReplyEntry, EmptyReply,
     GetCheckpointReply, MessageError, NoRev, ProposeChanges, ProposeChangesReply, ProposeStatus,
-    Request, Rev, Sequence, SetCheckpointReply, SubChanges,
+    Request, Rev, Sequence, SetCheckpointReply, SubChanges, BYCHANNEL_FILTER,
 };
 use ferrolite_storage::{ObservedStore, ObserverId, Store};
 use ferrolite_transport::Connection;
@@ -18,14 +18,17 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::blobs::{FetchPolicy, IncomingBlob};
+use crate::content::RevContent;
 use crate::db::{self, Db, Inserter, RevToInsert};
-use crate::driver::{self, decode_reply, Blip, Driven, DriverEnd, PendingReply};
+use crate::delta_sync::{self, Encoding, OutgoingRev, SentRev};
+use crate::driver::{self, decode_reply, Blip, Driven, DriverEnd};
 use crate::ReplicatorError;
 
 /// Default rows per `changes` message when `subChanges` gives no `batch`.
 const DEFAULT_BATCH: u32 = 200;
 /// Most `rev` messages sent and not yet answered, per feed.
-const MAX_REVS_IN_FLIGHT: usize = 64;
+const MAX_REVS_IN_FLIGHT: usize = 400;
 
 /// Options of [`serve_passive`].
 #[derive(Clone, Debug, Default)]
@@ -33,12 +36,19 @@ pub struct PassiveOptions {
     /// Refuse incoming revisions: `proposeChanges`, `changes` and `rev` from the peer are
     /// answered `HTTP 403`.
     pub read_only: bool,
+    /// No delta sync on this connection: deltas are neither sent to a puller (even one
+    /// that says `deltas=true`) nor offered to a pusher (`deltas` in our replies), and a
+    /// received delta is refused with `HTTP 400 "Deltas are disabled for this peer"`.
+    pub disable_deltas: bool,
 }
 
 impl PassiveOptions {
     /// Options refusing (`true`) or accepting incoming revisions.
     pub fn read_only(read_only: bool) -> PassiveOptions {
-        PassiveOptions { read_only }
+        PassiveOptions {
+            read_only,
+            ..PassiveOptions::default()
+        }
     }
 }
 
@@ -64,6 +74,7 @@ pub async fn serve_passive(
     info!(target: "ferrolite::replicator", "passive peer: connection opened");
     let (inserter, inserter_task) = Inserter::spawn(db.clone(), blip.clone(), Box::new(|_| {}));
     let mut passive = Passive {
+        content: RevContent::new(db.clone(), blip.clone(), !options.disable_deltas),
         db,
         blip,
         inserter,
@@ -93,6 +104,8 @@ pub async fn serve_passive(
 }
 
 struct Passive {
+    /// Blobs and deltas of this connection.
+    content: Arc<RevContent>,
     db: Db,
     blip: Blip,
     inserter: Inserter,
@@ -152,7 +165,9 @@ impl Passive {
             Request::NoRev(_) => None,
             Request::Ping(_) => Some(EmptyReply.to_response(&message)),
             Request::GetAttachment(_) | Request::ProveAttachment(_) => {
-                Some(http_error(&message, 404, "Attachment not found"))
+                // Answered by its own task (a blob streams from the store).
+                self.content.serve(&message);
+                None
             }
             other => Some(
                 MessageError::UnknownProfile(other.profile().as_str().to_owned())
@@ -236,13 +251,23 @@ impl Passive {
                 None => return http_error(request, 400, "Invalid subChanges parameters"),
             },
         };
-        if sub.filter.is_some() {
-            return http_error(request, 400, "Unknown filter; try sync_gateway/bychannel");
+        match sub.filter.as_deref() {
+            None => {}
+            // Channels come with the gateway: without it no document has any, so the
+            // by-channel filter is accepted and every document is served.
+            Some(BYCHANNEL_FILTER) if !sub.channels.is_empty() => {
+                debug!(target: "ferrolite::replicator", channels = ?sub.channels, "passive peer: channels ignored (no channels without the gateway)");
+            }
+            Some(BYCHANNEL_FILTER) => return http_error(request, 400, "Empty channel list"),
+            Some(_) => {
+                return http_error(request, 400, "Unknown filter; try sync_gateway/bychannel")
+            }
         }
         if let Some(feed) = self.feed.take() {
             feed.abort();
         }
         let feed = Feed {
+            content: self.content.clone(),
             db: self.db.clone(),
             blip: self.blip.clone(),
             since,
@@ -309,7 +334,7 @@ impl Passive {
                     entries,
                     max_history: Some(DEFAULT_MAX_DEPTH),
                     blobs: true,
-                    deltas: false,
+                    deltas: self.content.accepts_deltas(),
                 }
                 .to_response(request)
             }
@@ -326,7 +351,7 @@ impl Passive {
                 entries,
                 max_history: Some(DEFAULT_MAX_DEPTH),
                 blobs: true,
-                deltas: false,
+                deltas: self.content.accepts_deltas(),
                 send_replacement_revs: false,
             }
             .to_response(request),
@@ -339,6 +364,10 @@ impl Passive {
         if self.options.read_only {
             return Some(http_error(request, 403, "this database is read-only"));
         }
+        let rev = match self.content.expand_delta(rev).await {
+            Ok(rev) => rev,
+            Err((status, why)) => return Some(http_error(request, status, &why)),
+        };
         let prepared = match prepare_rev(&rev) {
             Ok(prepared) => prepared,
             Err(why) => return Some(http_error(request, 400, &why)),
@@ -348,17 +377,25 @@ impl Passive {
         } else {
             InsertMode::AllowConflicts
         };
+        // Its blobs are fetched (or proved) first; the `rev` is answered after the commit.
+        let to_insert = RevToInsert {
+            doc_id: rev.id,
+            history: prepared.history,
+            body: prepared.body,
+            deleted: rev.deleted,
+            mode,
+            remote: None,
+            reply_to: (!request.no_reply).then(|| request.clone()),
+        };
         let queued = self
-            .inserter
-            .insert(RevToInsert {
-                doc_id: rev.id,
-                history: prepared.history,
-                body: prepared.body,
-                deleted: rev.deleted,
-                mode,
-                remote: None,
-                reply_to: (!request.no_reply).then(|| request.clone()),
-            })
+            .content
+            .insert_with_blobs(
+                &self.inserter,
+                to_insert,
+                prepared.blobs,
+                FetchPolicy::ProveOrGet,
+                Box::new(|_| {}),
+            )
             .await;
         match queued {
             Ok(()) => None,
@@ -367,11 +404,13 @@ impl Passive {
     }
 }
 
-/// A checked incoming revision: `[rev] + history` and the canonical body.
+/// A checked incoming revision: `[rev] + history`, the canonical body, and the blobs it
+/// references (to be present before it is stored).
 pub(crate) struct PreparedRev {
     pub(crate) history: Vec<RevId>,
     pub(crate) body: bytes::Bytes,
     pub(crate) removed: bool,
+    pub(crate) blobs: Vec<IncomingBlob>,
 }
 
 /// Checks a received `rev` (document ID, history, body) as both roles do; the error text
@@ -395,6 +434,7 @@ pub(crate) fn prepare_rev(rev: &Rev) -> Result<PreparedRev, String> {
         history,
         body: parsed.canonical,
         removed: parsed.removed,
+        blobs: parsed.blobs,
     })
 }
 
@@ -449,6 +489,8 @@ impl Drop for ObserverGuard {
 
 /// The change feed a `subChanges` opened.
 struct Feed {
+    /// How revisions are encoded for the peer (stubs, deltas).
+    content: Arc<RevContent>,
     db: Db,
     blip: Blip,
     since: u64,
@@ -469,7 +511,7 @@ impl Feed {
         let _observer = self
             .continuous
             .then(|| ObserverGuard::notify_on_commit(self.db.store(), wake.clone()));
-        let mut in_flight: VecDeque<PendingReply> = VecDeque::new();
+        let mut in_flight: VecDeque<SentRev> = VecDeque::new();
         let mut sent_caught_up = false;
         loop {
             let (rows, scanned_to, exhausted) = self.read_rows().await?;
@@ -485,7 +527,7 @@ impl Feed {
                         .await?;
                 }
                 while let Some(pending) = in_flight.pop_front() {
-                    log_rev_reply(pending.wait().await);
+                    log_rev_reply(pending.reply(&self.blip).await);
                 }
                 if !self.continuous {
                     return Ok(());
@@ -555,7 +597,7 @@ impl Feed {
     async fn send_batch(
         &self,
         rows: Vec<FeedRow>,
-        in_flight: &mut VecDeque<PendingReply>,
+        in_flight: &mut VecDeque<SentRev>,
     ) -> Result<(), ReplicatorError> {
         let changes = Changes {
             rows: rows.into_iter().map(|r| r.row).collect(),
@@ -563,6 +605,8 @@ impl Feed {
         };
         let reply = self.blip.request(changes.to_message()).await?;
         let reply = decode_reply(&reply, ChangesReply::from_response)?;
+        self.content.peer_said(reply.blobs, reply.deltas);
+        let encoding = self.content.encoding();
         let max_history = reply.max_history.unwrap_or(DEFAULT_MAX_DEPTH) as usize;
         let wanted: Vec<(ChangeRow, Vec<RevId>)> = changes
             .rows
@@ -578,35 +622,46 @@ impl Feed {
             .call(move |store| {
                 let mut out = Vec::with_capacity(wanted.len());
                 for (row, known) in &wanted {
-                    out.push(rev_message(store, row, known, max_history)?);
+                    out.push(rev_message(store, row, known, max_history, encoding)?);
                 }
                 Ok(out)
             })
             .await?;
-        for message in messages {
-            if message.no_reply {
-                self.blip.send_no_reply(message).await?;
+        for out in messages {
+            if out.message.no_reply {
+                self.blip.send_no_reply(out.message).await?;
                 continue;
             }
             while in_flight.len() >= MAX_REVS_IN_FLIGHT {
                 if let Some(pending) = in_flight.pop_front() {
-                    log_rev_reply(pending.wait().await);
+                    log_rev_reply(pending.reply(&self.blip).await);
                 }
             }
-            in_flight.push_back(self.blip.send_request(message).await?);
+            in_flight.push_back(SentRev::send(&self.blip, out).await?);
         }
         Ok(())
     }
 }
 
-/// The `rev` (or `norev` when its body is gone) for a wanted row.
+/// The `rev` (or `norev` when its body is gone) for a wanted row, encoded for the peer:
+/// `_attachments` stubs unless it said `blobs=true`, a delta against the first revision it
+/// listed when it accepts deltas and we keep that revision's body.
 fn rev_message(
     store: &dyn Store,
     row: &ChangeRow,
     known: &[RevId],
     max_history: usize,
-) -> Result<Message, ReplicatorError> {
+    encoding: Encoding,
+) -> Result<OutgoingRev, ReplicatorError> {
     let record = store.get(&row.doc_id)?;
+    let base = record.as_ref().and_then(|record| {
+        let source = known.first()?;
+        let revision = record.tree.get(source)?;
+        if revision.is_deleted() {
+            return None;
+        }
+        Some((source, revision.body()?.clone()))
+    });
     let found = record.as_ref().and_then(|record| {
         let rev = record.tree.get(&row.rev_id)?;
         let body = rev.body()?.clone();
@@ -626,16 +681,22 @@ fn rev_message(
         })
     });
     Ok(match found {
-        Some(rev) => rev.to_message(),
-        None => NoRev {
-            id: row.doc_id.clone(),
-            rev: row.rev_id.clone(),
-            sequence: Some(row.sequence.clone()),
-            error: Some(410),
-            reason: Some("obsolete".to_owned()),
-            collection: None,
+        Some(rev) => {
+            let base = base.as_ref().map(|(id, body)| (*id, body));
+            delta_sync::encode_rev(rev, base, encoding)
         }
-        .to_message(),
+        None => OutgoingRev {
+            message: NoRev {
+                id: row.doc_id.clone(),
+                rev: row.rev_id.clone(),
+                sequence: Some(row.sequence.clone()),
+                error: Some(410),
+                reason: Some("obsolete".to_owned()),
+                collection: None,
+            }
+            .to_message(),
+            full: None,
+        },
     })
 }
 

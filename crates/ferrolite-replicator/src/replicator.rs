@@ -1,7 +1,9 @@
 //! [`Replicator`]: the active replicator's handle, its run loop (connect, session, retry
 //! with backoff), status and listeners, and [`Replicator::sync_once`].
 
-use std::collections::HashSet;
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +20,8 @@ use crate::config::{
     ReplicatorType, SyncOutcome,
 };
 use crate::db::Db;
-use crate::{ListenerToken, ReplicatorError};
+use crate::filter::Decisions;
+use crate::{pending, ListenerToken, ReplicatorError};
 
 /// Progress-only status changes are reported at most this often (Couchbase Lite's throttle).
 const PROGRESS_THROTTLE: Duration = Duration::from_millis(200);
@@ -165,6 +168,52 @@ impl Replicator {
         listeners.documents.retain(|(id, _)| *id != token.0);
     }
 
+    /// The IDs of the local documents the next push would send (deleted ones included):
+    /// changed since the local checkpoint, not already on the remote, and passing the
+    /// document-ID list and the push filter (Couchbase Lite's `pendingDocumentIDs`).
+    ///
+    /// Reads the local checkpoint, so it answers before the replicator ever connected;
+    /// while it runs, documents pushed since the last checkpoint save may still be listed.
+    /// Fails with [`ReplicatorError::Config`] for a pull-only replicator.
+    pub async fn pending_document_ids(&self) -> Result<HashSet<String>, ReplicatorError> {
+        let (since, remote, decisions) = self.pending_context().await?;
+        self.inner
+            .db
+            .call(move |store| pending::pending_ids(store, since, remote, &decisions))
+            .await
+    }
+
+    /// Whether document `id` is pending: the next push would send it (see
+    /// [`pending_document_ids`](Self::pending_document_ids)).
+    pub async fn is_document_pending(&self, id: &str) -> Result<bool, ReplicatorError> {
+        let (since, remote, decisions) = self.pending_context().await?;
+        let id = id.to_owned();
+        self.inner
+            .db
+            .call(move |store| pending::is_pending(store, &id, since, remote, &decisions))
+            .await
+    }
+
+    /// The local checkpoint's pushed sequence, the remote's number and the decisions.
+    async fn pending_context(&self) -> Result<(u64, u32, Decisions), ReplicatorError> {
+        let config = &self.inner.config;
+        if !config.replicator_type.pushes() {
+            return Err(ReplicatorError::Config(
+                "pending documents are known only to a push or push-and-pull replicator".to_owned(),
+            ));
+        }
+        let (id, remote) = prepare(&self.inner, config.replicator_type, false).await?;
+        let since = self
+            .inner
+            .db
+            .local_json(checkpoint::local_doc_id(&id))
+            .await?
+            .map_or(0, |body| {
+                checkpoint::CheckpointState::from_json(&body).local
+            });
+        Ok((since, remote, Decisions::new(config)))
+    }
+
     /// Waits until the replicator is stopped (at once if it is not running) and returns
     /// the final status, after the listeners received it.
     pub async fn wait_until_stopped(&self) -> ReplicatorStatus {
@@ -223,7 +272,7 @@ impl Replicator {
                 None
             }
         };
-        let received = reporter.received_ids();
+        let received = reporter.take_received_ids();
         if !received.is_empty() {
             return SyncOutcome::NewData {
                 count: received.len() as u64,
@@ -355,6 +404,8 @@ async fn run_replication(
         checkpoint_id,
         remote,
         reporter: reporter.clone(),
+        decisions: Arc::new(Decisions::new(config)),
+        delta_sync: config.enable_delta_sync,
     };
     let max_attempts = config.attempts(continuous).max(1);
     let mut failures: u32 = 0;
@@ -402,7 +453,14 @@ async fn prepare(
     reset: bool,
 ) -> Result<(String, u32), ReplicatorError> {
     let uuids = inner.db.call(|store| Ok(store.uuids()?)).await?;
-    let id = checkpoint::checkpoint_id(&uuids.private, &inner.config.remote_id, kind);
+    let config = &inner.config;
+    let id = checkpoint::checkpoint_id(
+        &uuids.private,
+        &config.remote_id,
+        kind,
+        &config.channels,
+        &config.document_ids,
+    );
     if reset {
         inner
             .db
@@ -435,7 +493,31 @@ struct ReporterState {
     progress: Progress,
     last_emit: tokio::time::Instant,
     received: Vec<String>,
-    received_set: HashSet<String>,
+    /// The hash of each ID in `received` → its index there, so that an ID is not kept
+    /// twice (this run's memory grows by one ID per document received, not two).
+    received_index: HashMap<u64, usize>,
+    hasher: RandomState,
+}
+
+impl ReporterState {
+    /// Adds `id` to the received IDs unless it is there already.
+    fn note_received(&mut self, id: &str) {
+        let hash = self.hasher.hash_one(id);
+        match self.received_index.entry(hash) {
+            Entry::Vacant(entry) => {
+                entry.insert(self.received.len());
+                self.received.push(id.to_owned());
+            }
+            Entry::Occupied(entry) => {
+                // A repeat, or (rarely) another ID with the same hash: then compare them all.
+                let seen = self.received.get(*entry.get()).is_some_and(|r| r == id)
+                    || self.received.iter().any(|r| r == id);
+                if !seen {
+                    self.received.push(id.to_owned());
+                }
+            }
+        }
+    }
 }
 
 impl Reporter {
@@ -449,7 +531,8 @@ impl Reporter {
                 progress: Progress::default(),
                 last_emit: tokio::time::Instant::now(),
                 received: Vec::new(),
-                received_set: HashSet::new(),
+                received_index: HashMap::new(),
+                hasher: RandomState::new(),
             }),
         }
     }
@@ -499,8 +582,8 @@ impl Reporter {
         {
             let mut state = locked(&self.state);
             for (document, received) in documents {
-                if received && state.received_set.insert(document.id.clone()) {
-                    state.received.push(document.id.clone());
+                if received {
+                    state.note_received(&document.id);
                 }
                 out.push(document);
             }
@@ -508,9 +591,12 @@ impl Reporter {
         let _ = self.events.send(Event::Documents(out));
     }
 
-    /// IDs of the documents received so far, in arrival order.
-    pub(crate) fn received_ids(&self) -> Vec<String> {
-        locked(&self.state).received.clone()
+    /// IDs of the documents received so far, in arrival order, taken out (the run's outcome
+    /// owns them; a later call lists only documents received since).
+    pub(crate) fn take_received_ids(&self) -> Vec<String> {
+        let mut state = locked(&self.state);
+        state.received_index = HashMap::new();
+        std::mem::take(&mut state.received)
     }
 
     fn progressed(&self, state: &mut ReporterState) {

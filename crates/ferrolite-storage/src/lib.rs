@@ -21,7 +21,7 @@ pub use expiry::ExpiryPurger;
 pub use feed::ChangeFeed;
 pub use memory::MemoryStore;
 pub use observed::{ObservedStore, ObserverId};
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbOptions, RedbStore, DEFAULT_CACHE_SIZE};
 pub use store::{
     Change, CommitSummary, DatabaseUuids, DocumentRecord, Result, Store, StoredBlob, Transaction,
 };

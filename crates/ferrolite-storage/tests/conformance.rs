@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use common::{body, now_ms, save, GeneratedReader};
 use ferrolite_document::{BlobDigest, BlobDigester, InsertMode, RevId, RevTree};
 use ferrolite_storage::{
-    ChangeFeed, DocumentRecord, ExpiryPurger, MemoryStore, RedbStore, StorageError, Store,
+    ChangeFeed, DocumentRecord, ExpiryPurger, MemoryStore, RedbOptions, RedbStore, StorageError,
+    Store,
 };
 use serde_json::json;
 use tempfile::TempDir;
@@ -33,6 +34,18 @@ fn redb_fixture() -> Fixture {
     }
 }
 
+/// The on-disk store with a page cache far smaller than its data, so pages are evicted and
+/// read back during the tests.
+fn redb_small_cache_fixture() -> Fixture {
+    let dir = TempDir::new().unwrap();
+    let options = RedbOptions::default().cache_size(64 * 1024);
+    let store = RedbStore::open_with(&dir.path().join("db"), &options).unwrap();
+    Fixture {
+        store: Arc::new(store),
+        dir: Some(dir),
+    }
+}
+
 fn memory_fixture() -> Fixture {
     Fixture {
         store: Arc::new(MemoryStore::new()),
@@ -47,6 +60,9 @@ macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod redb {
             $( #[test] fn $test() { super::$test(super::redb_fixture) } )*
+        }
+        mod redb_small_cache {
+            $( #[test] fn $test() { super::$test(super::redb_small_cache_fixture) } )*
         }
         mod memory {
             $( #[test] fn $test() { super::$test(super::memory_fixture) } )*

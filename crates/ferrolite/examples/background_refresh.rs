@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use ferrolite::{
-    Authenticator, Database, DatabaseConfiguration, Endpoint, MutableDocument,
+    Authenticator, Blob, Database, DatabaseConfiguration, Endpoint, MutableDocument,
     ReplicatorConfiguration, ReplicatorType, SyncOutcome, UrlEndpointListener,
     UrlEndpointListenerConfiguration,
 };
@@ -21,6 +21,15 @@ use ferrolite::{
 const BACKGROUND_BUDGET: Duration = Duration::from_secs(30);
 
 const PROFILE_ID: &str = "user::demo@example.com";
+
+/// The user's picture: a 1×1 PNG (as in `examples/user_profile.rs`).
+const PROFILE_IMAGE: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53,
+    0xde, 0x00, 0x00, 0x00, 0x0c, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xdf, 0xc0, 0x00,
+    0x00, 0x04, 0x01, 0x01, 0x80, 0xc5, 0x2a, 0x18, 0x5d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e,
+    0x44, 0xae, 0x42, 0x60, 0x82,
+];
 
 /// The three answers of `performFetchWithCompletionHandler` (`UIBackgroundFetchResult`).
 #[derive(Debug)]
@@ -83,12 +92,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Saves the profile document of the tutorial on the server.
-///
-/// The tutorial's profile also holds the user's picture as a blob (`"image"`, see
-/// `examples/user_profile.rs`). The replicator does not transfer blob content yet
-/// (`getAttachment` is not implemented), so the picture is left out of the replicated
-/// document here; it joins the profile once blobs replicate.
+/// Saves the profile document of the tutorial on the server, with the user's picture as a
+/// blob (`"image"`): the phone fetches its bytes with `getAttachment` when it pulls.
 fn save_profile(server: &Database, address: &str, university: &str) -> ferrolite::Result<()> {
     let mut profile = match server.document(PROFILE_ID)? {
         Some(existing) => existing.to_mutable(),
@@ -99,7 +104,8 @@ fn save_profile(server: &Database, address: &str, university: &str) -> ferrolite
         .set("name", "Demo User")
         .set("email", "demo@example.com")
         .set("address", address)
-        .set("university", university);
+        .set("university", university)
+        .set_blob("image", Blob::from_bytes("image/png", PROFILE_IMAGE));
     server.save(&mut profile)
 }
 
@@ -117,6 +123,10 @@ fn refresh(config: &ReplicatorConfiguration, phone: &Database) -> BackgroundFetc
             if let Ok(Some(profile)) = phone.document(PROFILE_ID) {
                 let json = serde_json::to_string(profile.properties()).unwrap_or_default();
                 println!("  profile on the phone: {json}");
+                if let Some(image) = profile.blob("image") {
+                    let bytes = phone.blob_content(&image).map(|b| b.len()).unwrap_or(0);
+                    println!("  profile image on the phone: {bytes} bytes");
+                }
             }
             BackgroundFetchResult::NewData
         }

@@ -67,13 +67,13 @@ pub use document::{Document, MutableDocument};
 pub use error::{Error, ErrorCode, ErrorDomain, Result};
 pub use listener::{DatabaseChange, DocumentChange, ListenerToken};
 pub use replication::{
-    sync_once, sync_once_async, Endpoint, MessageEndpointListener, Replicator,
-    ReplicatorConfiguration, UrlEndpointListener, UrlEndpointListenerConfiguration,
+    sync_once, sync_once_async, Conflict, ConflictResolution, Endpoint, MessageEndpointListener,
+    Replicator, ReplicatorConfiguration, UrlEndpointListener, UrlEndpointListenerConfiguration,
 };
 
 pub use ferrolite_replicator::{
-    ActivityLevel, Direction, Progress, ReplicatedDocument, ReplicatorError, ReplicatorStatus,
-    ReplicatorType, SyncOutcome,
+    ActivityLevel, Direction, DocumentFlags, Progress, ReplicatedDocument, ReplicatorError,
+    ReplicatorStatus, ReplicatorType, SyncOutcome,
 };
 pub use ferrolite_transport::Authenticator;
 

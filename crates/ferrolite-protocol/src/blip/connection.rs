@@ -30,7 +30,8 @@ pub struct Config {
     pub compression_level: u32,
     /// Largest incoming message (property length prefix, properties and body, after
     /// inflation); a bigger one is refused with [`BlipError::MessageTooLarge`].
-    /// Default 32 MiB.
+    /// Default 32 MiB. Responses delivered in parts ([`Connection::stream_response`]) are
+    /// exempt.
     pub max_message_size: usize,
     /// Most bytes one compressed frame may inflate to; more is refused with
     /// [`BlipError::InflatedFrameTooLarge`] before it is allocated (decompression bombs).
@@ -84,6 +85,23 @@ pub struct Stats {
     pub flow_control_pauses: u64,
 }
 
+/// A piece of a response delivered in parts (see [`Connection::stream_response`]).
+///
+/// The first part of a response carries its properties; every part carries the body bytes
+/// that arrived since the previous one (possibly none); the last part has `last` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponsePart {
+    /// The number of our request this response answers.
+    pub number: u64,
+    /// The response's properties, in its first part only.
+    pub properties: Option<Properties>,
+    /// Body bytes, in order.
+    pub body: Bytes,
+    /// Whether this completes the response.
+    pub last: bool,
+}
+
 /// An outgoing message in the outbox: its encoded form and progress.
 struct Outgoing {
     number: u64,
@@ -98,6 +116,8 @@ struct Outgoing {
     bytes_sent: u64,
     /// Of those, bytes not acknowledged yet.
     unacked: u64,
+    /// More body will be appended ([`Connection::extend_body`]): a streamed message.
+    open: bool,
 }
 
 impl Outgoing {
@@ -120,6 +140,39 @@ impl Outgoing {
     /// Whether this is a response or error (which live in their own number space).
     fn is_response(&self) -> bool {
         FrameType::from_flags(self.flags) != FrameType::Request
+    }
+
+    /// Whether this is the message `kind` #`number`.
+    fn is(&self, kind: MessageType, number: u64) -> bool {
+        self.number == number && self.is_response() == (kind != MessageType::Request)
+    }
+
+    /// Appends body bytes to a streamed message, dropping the part of the body already sent
+    /// (so a long stream never keeps more than its unsent bytes).
+    fn append(&mut self, data: Bytes) {
+        let head_len = self.head.len();
+        if self.pos <= head_len {
+            if self.body.is_empty() {
+                self.body = data;
+            } else if !data.is_empty() {
+                let mut joined = Vec::with_capacity(self.body.len() + data.len());
+                joined.extend_from_slice(&self.body);
+                joined.extend_from_slice(&data);
+                self.body = Bytes::from(joined);
+            }
+            return;
+        }
+        let sent = self.pos - head_len;
+        let tail = self.body.slice(sent..);
+        self.body = if tail.is_empty() {
+            data
+        } else {
+            let mut joined = Vec::with_capacity(tail.len() + data.len());
+            joined.extend_from_slice(&tail);
+            joined.extend_from_slice(&data);
+            Bytes::from(joined)
+        };
+        self.pos = head_len;
     }
 
     /// The unsent bytes, as up to two slices.
@@ -153,6 +206,11 @@ struct Incoming {
     unacked: u64,
     /// Whether the property length prefix was read and checked.
     checked_properties_length: bool,
+    /// A response delivered in parts ([`Connection::stream_response`]): `data` holds only
+    /// what was not handed out yet.
+    streamed: bool,
+    /// For a streamed response: the properties were decoded and handed out.
+    properties_done: bool,
 }
 
 impl Incoming {
@@ -164,7 +222,33 @@ impl Incoming {
             received: 0,
             unacked: 0,
             checked_properties_length: false,
+            streamed: false,
+            properties_done: false,
         }
+    }
+
+    /// For a streamed response: decodes the properties once they are complete and takes
+    /// them out of `data`.
+    fn take_properties(&mut self) -> Result<Option<Properties>, BlipError> {
+        if self.properties_done {
+            return Ok(None);
+        }
+        let (len, prefix_len) = match varint::read(&self.data) {
+            Ok(read) => read,
+            Err(BlipError::TruncatedVarint) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_add(prefix_len))
+            .ok_or(BlipError::PropertiesExceedMessage { properties: len })?;
+        if end > self.data.len() {
+            return Ok(None);
+        }
+        let properties = Properties::decode(&self.data[prefix_len..end])?;
+        self.data.drain(..end);
+        self.properties_done = true;
+        Ok(Some(properties))
     }
 
     /// Checks the property length as soon as its varint is complete.
@@ -239,6 +323,13 @@ pub struct Connection {
     outbox: VecDeque<Outgoing>,
     /// Messages paused until the peer acknowledges enough of them.
     icebox: Vec<Outgoing>,
+    /// Streamed messages whose body sent so far is all gone out: they wait for
+    /// [`Connection::extend_body`].
+    starved: Vec<Outgoing>,
+    /// Our requests whose response is delivered in parts.
+    streamed: HashSet<u64>,
+    /// Parts of streamed responses not yet taken by [`Connection::next_response_part`].
+    parts: VecDeque<ResponsePart>,
     stats: Stats,
     failed: bool,
 }
@@ -252,6 +343,8 @@ impl std::fmt::Debug for Connection {
             .field("unanswered", &self.unanswered.len())
             .field("outbox", &self.outbox.len())
             .field("paused", &self.icebox.len())
+            .field("starved", &self.starved.len())
+            .field("response_parts", &self.parts.len())
             .field("acks", &self.acks.len())
             .field("failed", &self.failed)
             .finish()
@@ -287,6 +380,9 @@ impl Connection {
             acks: VecDeque::new(),
             outbox: VecDeque::new(),
             icebox: Vec::new(),
+            starved: Vec::new(),
+            streamed: HashSet::new(),
+            parts: VecDeque::new(),
             stats: Stats::default(),
             failed: false,
         }
@@ -324,6 +420,79 @@ impl Connection {
     /// cannot be encoded; [`BlipError::NotAwaitingResponse`] for a response to a request that
     /// was not received, is no-reply, or was already answered. Nothing is queued then.
     pub fn send(&mut self, message: Message) -> Result<u64, BlipError> {
+        self.queue(message, false)
+    }
+
+    /// Queues `message` like [`send`](Connection::send), as a **streamed** message: its body
+    /// is what `message.body` holds (often nothing) plus whatever
+    /// [`extend_body`](Connection::extend_body) appends later, until a call with `last`.
+    /// Frames go out as body bytes become available; the message waits (without blocking
+    /// others) while everything appended so far was sent. Only the unsent part of the body
+    /// is kept, so a large body (a blob) goes through in bounded memory when the caller
+    /// appends a chunk each time [`unsent_len`](Connection::unsent_len) runs low.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
+    pub fn send_streaming(&mut self, message: Message) -> Result<u64, BlipError> {
+        self.queue(message, true)
+    }
+
+    /// Appends `data` to the body of the streamed message `kind` #`number` (see
+    /// [`send_streaming`](Connection::send_streaming)); `last` ends its body. For a response
+    /// or error, `number` is the request it answers.
+    ///
+    /// # Errors
+    ///
+    /// [`BlipError::NotStreaming`] when no such message is being sent or its body was already
+    /// ended. Nothing changes then.
+    pub fn extend_body(
+        &mut self,
+        kind: MessageType,
+        number: u64,
+        data: Bytes,
+        last: bool,
+    ) -> Result<(), BlipError> {
+        let not_streaming = BlipError::NotStreaming { number };
+        if let Some(index) = self.starved.iter().position(|m| m.is(kind, number)) {
+            let mut message = self.starved.swap_remove(index);
+            message.append(data);
+            message.open = !last;
+            if message.remaining() == 0 && message.open {
+                self.starved.push(message);
+            } else if message.unacked >= self.config.max_unacked_bytes {
+                self.icebox.push(message);
+            } else {
+                self.requeue(message);
+            }
+            return Ok(());
+        }
+        let message = self
+            .outbox
+            .iter_mut()
+            .chain(self.icebox.iter_mut())
+            .find(|m| m.is(kind, number))
+            .filter(|m| m.open)
+            .ok_or(not_streaming)?;
+        message.append(data);
+        message.open = !last;
+        Ok(())
+    }
+
+    /// How many bytes of the message `kind` #`number` are queued and not sent yet (its
+    /// properties included until they are sent), or `None` when no such message is being
+    /// sent (it was completely sent, or never queued). A streamed message's producer
+    /// appends its next chunk when this runs low.
+    pub fn unsent_len(&self, kind: MessageType, number: u64) -> Option<usize> {
+        self.outbox
+            .iter()
+            .chain(&self.icebox)
+            .chain(&self.starved)
+            .find(|m| m.is(kind, number))
+            .map(Outgoing::remaining)
+    }
+
+    fn queue(&mut self, message: Message, open: bool) -> Result<u64, BlipError> {
         let Message {
             kind,
             number,
@@ -368,6 +537,7 @@ impl Connection {
             pos: 0,
             bytes_sent: 0,
             unacked: 0,
+            open,
         });
         Ok(number)
     }
@@ -410,6 +580,9 @@ impl Connection {
             } else {
                 self.requeue(message);
             }
+        } else if message.open {
+            // A streamed message waiting for more body.
+            self.starved.push(message);
         } else {
             self.stats.messages_sent += 1;
         }
@@ -431,7 +604,7 @@ impl Connection {
         let mut frame_flags = message.flags;
         let mut frame = Vec::new();
         let mut consumed = 0;
-        if frame_flags & flags::COMPRESSED != 0 && !self.deflate_broken {
+        if frame_flags & flags::COMPRESSED != 0 && !self.deflate_broken && remaining > 0 {
             let room = room.min(deflate_bound(remaining));
             frame.reserve_exact(header_len + room + CHECKSUM_LEN);
             frame.extend_from_slice(&header[..number_len]);
@@ -464,7 +637,7 @@ impl Connection {
             consumed = n;
         }
         message.pos += consumed;
-        if message.remaining() > 0 {
+        if message.remaining() > 0 || message.open {
             frame_flags |= flags::MORE_COMING;
         }
         frame[number_len] = frame_flags;
@@ -510,7 +683,12 @@ impl Connection {
                 m.unacked = m.unacked.min(m.bytes_sent - bytes);
             }
         };
-        if let Some(message) = self.outbox.iter_mut().find(|m| matches(m)) {
+        if let Some(message) = self
+            .outbox
+            .iter_mut()
+            .chain(self.starved.iter_mut())
+            .find(|m| matches(m))
+        {
             update(message);
         } else if let Some(index) = self.icebox.iter().position(matches) {
             let message = &mut self.icebox[index];
@@ -614,7 +792,11 @@ impl Connection {
             match self.incoming_responses.remove(&number) {
                 Some(incoming) => incoming,
                 None if self.awaiting_response.contains(&number) => {
-                    Incoming::new(kind, header.flags)
+                    let mut incoming = Incoming::new(kind, header.flags);
+                    // Only a successful response streams; an error is assembled whole.
+                    incoming.streamed =
+                        kind == MessageType::Response && self.streamed.contains(&number);
+                    incoming
                 }
                 None => return Err(BlipError::UnexpectedResponse { number }),
             }
@@ -628,15 +810,22 @@ impl Connection {
             self.queue_ack(number, kind != MessageType::Request, incoming.received);
         }
 
+        // A streamed response holds at most its properties and one frame's data at a time,
+        // so only the per-frame limit applies to it.
+        let max_size = if incoming.streamed {
+            usize::MAX / 2
+        } else {
+            self.config.max_message_size
+        };
         if header.has(flags::COMPRESSED) {
             let limits = InflateLimits {
                 frame: self.config.max_frame_inflate,
-                total: self.config.max_message_size,
+                total: max_size,
             };
             self.decoder
                 .read_compressed(data, &mut incoming.data, limits)?;
         } else {
-            if incoming.data.len() + data.len() > self.config.max_message_size {
+            if incoming.data.len() + data.len() > max_size {
                 return Err(BlipError::MessageTooLarge {
                     max: self.config.max_message_size as u64,
                 });
@@ -646,6 +835,9 @@ impl Connection {
         self.decoder.verify(checksum)?;
         incoming.check_properties_length()?;
 
+        if incoming.streamed {
+            return self.stream_part(number, incoming, header.has(flags::MORE_COMING));
+        }
         if header.has(flags::MORE_COMING) {
             if kind == MessageType::Request {
                 self.incoming_requests.insert(number, incoming);
@@ -661,9 +853,71 @@ impl Connection {
             }
         } else {
             self.awaiting_response.remove(&number);
+            self.streamed.remove(&number);
         }
         self.stats.messages_received += 1;
         Ok(Some(message))
+    }
+
+    /// Hands out what a frame of a streamed response brought.
+    fn stream_part(
+        &mut self,
+        number: u64,
+        mut incoming: Incoming,
+        more_coming: bool,
+    ) -> Result<Option<Message>, BlipError> {
+        let properties = incoming.take_properties()?;
+        if !incoming.properties_done && !more_coming {
+            let (properties, _) = varint::read(&incoming.data)?;
+            return Err(BlipError::PropertiesExceedMessage { properties });
+        }
+        if incoming.properties_done {
+            let body = Bytes::from(std::mem::take(&mut incoming.data));
+            if properties.is_some() || !body.is_empty() || !more_coming {
+                self.parts.push_back(ResponsePart {
+                    number,
+                    properties,
+                    body,
+                    last: !more_coming,
+                });
+            }
+        }
+        if more_coming {
+            self.incoming_responses.insert(number, incoming);
+        } else {
+            self.awaiting_response.remove(&number);
+            self.streamed.remove(&number);
+            self.stats.messages_received += 1;
+        }
+        Ok(None)
+    }
+
+    /// Asks for the response to our request `number` to be delivered in parts, as its
+    /// frames arrive, through [`next_response_part`](Connection::next_response_part) instead
+    /// of whole from [`receive`](Connection::receive): what a large `getAttachment` reply
+    /// needs to be written to disk without being held in memory. Such a response is exempt
+    /// from [`Config::max_message_size`] (each frame is still limited by
+    /// [`Config::max_frame_inflate`]); the caller bounds what it keeps. An **error** response
+    /// is still returned whole by `receive`.
+    ///
+    /// Call it right after [`send`](Connection::send) returned `number`, before feeding more
+    /// frames. Returns `false` (and does nothing) when request `number` awaits no response
+    /// or its response already began arriving.
+    pub fn stream_response(&mut self, number: u64) -> bool {
+        if !self.awaiting_response.contains(&number)
+            || self.incoming_responses.contains_key(&number)
+        {
+            return false;
+        }
+        self.streamed.insert(number);
+        true
+    }
+
+    /// The next piece of a streamed response (see
+    /// [`stream_response`](Connection::stream_response)), in arrival order. After every
+    /// [`receive`](Connection::receive), take them all.
+    pub fn next_response_part(&mut self) -> Option<ResponsePart> {
+        self.parts.pop_front()
     }
 
     /// Queues an ACK frame, replacing a queued one for the same message.

@@ -39,6 +39,11 @@
 //!   a message that has sent nothing never overtakes another that has sent nothing, so requests
 //!   start in number order. A message with 128,000 unacknowledged bytes pauses until the
 //!   peer's ACK comes.
+//! - **Streaming** (large blobs): [`Connection::send_streaming`] queues a message whose body
+//!   is appended later with [`Connection::extend_body`], in bounded memory;
+//!   [`Connection::stream_response`] makes the response to one of our requests come out in
+//!   parts ([`Connection::next_response_part`]) as its frames arrive, exempt from the message
+//!   size limit.
 //!
 //! Any error from `receive` is fatal: close the WebSocket with [`BlipError::close_code`].
 //!
@@ -69,7 +74,7 @@ mod frame;
 mod message;
 pub mod varint;
 
-pub use connection::{Config, Connection, Stats};
+pub use connection::{Config, Connection, ResponsePart, Stats};
 pub use frame::{encode_ack, flags, FrameHeader, FrameType, CHECKSUM_LEN};
 pub use message::{Message, MessageType, Properties, MAX_PROPERTIES_SIZE};
 
@@ -169,6 +174,13 @@ pub enum BlipError {
     #[error("no incoming request #{number} awaits a response")]
     NotAwaitingResponse {
         /// The response's number.
+        number: u64,
+    },
+    /// [`Connection::extend_body`]: no streamed message with that number is being sent, or
+    /// its body was already ended.
+    #[error("no streamed message #{number} is being sent")]
+    NotStreaming {
+        /// The message's number.
         number: u64,
     },
     /// The connection already failed with an earlier error.

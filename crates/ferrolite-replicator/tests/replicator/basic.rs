@@ -169,8 +169,10 @@ async fn edits_on_both_sides_converge_and_conflicts_are_reported() {
     );
     run_once(&replicator).await;
     assert_eq!(remote.body("shared"), Some(json!({"v": 1})));
-    // Both sides edit: the push is refused (409), the pull brings a conflicting branch.
-    local.save("shared", json!({"v": 2, "who": "local"}));
+    // Both sides edit: the pull brings a conflicting branch, reported as a conflict and
+    // resolved by the default rule (equal generations: the greater revision ID wins); the
+    // result descends from the remote revision and is pushed.
+    let local_rev = local.save("shared", json!({"v": 2, "who": "local"}));
     let server_rev = remote.save("shared", json!({"v": 2, "who": "remote"}));
     local.save("later", json!({"x": 1}));
     let recorder = Recorder::attach(&replicator);
@@ -178,21 +180,24 @@ async fn edits_on_both_sides_converge_and_conflicts_are_reported() {
     let docs = recorder.documents.lock().unwrap().clone();
     let conflict = docs
         .iter()
-        .find(|d| d.direction == Direction::Push && d.id == "shared")
-        .expect("the conflicting push is reported");
+        .find(|d| d.direction == Direction::Pull && d.id == "shared")
+        .expect("the conflicting pull is reported");
     assert!(matches!(
         conflict.error,
         Some(ferrolite_replicator::ReplicatorError::Conflict { .. })
     ));
-    assert_eq!(
-        remote.body("shared"),
-        Some(json!({"v": 2, "who": "remote"}))
-    );
     assert_eq!(remote.body("later"), Some(json!({"x": 1})));
     let tree = local.get("shared").unwrap().tree;
-    assert!(tree.is_conflicted());
-    assert!(tree.get(&server_rev).unwrap().is_conflict());
-    assert_eq!(local.body("shared"), Some(json!({"v": 2, "who": "local"})));
+    assert!(!tree.is_conflicted());
+    assert!(tree.revisions().all(|r| !r.is_conflict()));
+    let winner = if local_rev.as_str() > server_rev.as_str() {
+        json!({"v": 2, "who": "local"})
+    } else {
+        json!({"v": 2, "who": "remote"})
+    };
+    assert_eq!(local.body("shared"), Some(winner.clone()));
+    assert_eq!(local.snapshot(), remote.snapshot(), "converged in one run");
+    assert_eq!(remote.body("shared"), Some(winner));
 }
 
 #[tokio::test]

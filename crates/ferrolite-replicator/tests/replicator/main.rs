@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, dead_code)]
 
 mod basic;
+mod content;
+mod decisions;
 mod interop;
 mod passive;
 mod resilience;

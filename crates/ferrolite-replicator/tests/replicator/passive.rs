@@ -185,7 +185,7 @@ async fn revs_are_stored_checked_and_refused_on_conflict() {
     client.close().await;
 
     // A read-only peer refuses revisions with 403.
-    let mut client = RawClient::serve(&db.store, PassiveOptions { read_only: true });
+    let mut client = RawClient::serve(&db.store, PassiveOptions::read_only(true));
     let reply = client
         .request(rev("doc3", "1-aa", &[], "{}", false).to_message())
         .await;

@@ -194,7 +194,7 @@ async fn a_non_transient_remote_error_stops_at_once() {
     local.save("doc", json!({"n": 1}));
     let transport = Arc::new(PipeTransport {
         remote: remote.store.clone(),
-        options: ferrolite_replicator::PassiveOptions { read_only: true },
+        options: ferrolite_replicator::PassiveOptions::read_only(true),
         connects: AtomicUsize::new(0),
     });
     let replicator = Replicator::new(

@@ -7,8 +7,12 @@ use std::time::Duration;
 use ferrolite_replicator::ReplicatorType;
 use ferrolite_transport::{Authenticator, Certificate, ServerTrust, Transport, UrlEndpoint};
 
+use super::decisions::{engine_filter, engine_resolver, FilterFn, ResolverFn};
 use super::endpoint::{public_uuid_hex, DatabaseTransport, EndpointKind};
-use crate::{Database, Endpoint, Error, ErrorCode, Result};
+use crate::{
+    Conflict, ConflictResolution, Database, Document, DocumentFlags, Endpoint, Error, ErrorCode,
+    Result,
+};
 
 /// How a [`Replicator`](crate::Replicator) replicates: the local database, the target
 /// [`Endpoint`], the direction, one-shot or continuous, and the connection options of a
@@ -49,6 +53,12 @@ pub struct ReplicatorConfiguration {
     max_attempt_wait_time: Option<Duration>,
     pinned_server_certificate: Option<Vec<u8>>,
     accept_only_self_signed_server_certificate: bool,
+    enable_delta_sync: bool,
+    conflict_resolver: Option<ResolverFn>,
+    push_filter: Option<FilterFn>,
+    pull_filter: Option<FilterFn>,
+    document_ids: Vec<String>,
+    channels: Vec<String>,
 }
 
 impl ReplicatorConfiguration {
@@ -66,6 +76,12 @@ impl ReplicatorConfiguration {
             max_attempt_wait_time: None,
             pinned_server_certificate: None,
             accept_only_self_signed_server_certificate: false,
+            enable_delta_sync: true,
+            conflict_resolver: None,
+            push_filter: None,
+            pull_filter: None,
+            document_ids: Vec::new(),
+            channels: Vec::new(),
         }
     }
 
@@ -136,6 +152,108 @@ impl ReplicatorConfiguration {
         self
     }
 
+    /// Delta sync (default on): pulled revisions may arrive as JSON deltas against a
+    /// revision this database has, and pushed ones are sent as deltas when the remote
+    /// accepts them (Sync Gateway with `delta_sync.enabled`, another ferrolite peer), which
+    /// saves bandwidth when a large document changes a little. As in Couchbase Lite, a
+    /// [`Endpoint::database`] replication never uses deltas (nothing to save in one
+    /// process), whatever this says; URL and message endpoints follow it.
+    pub fn enable_delta_sync(mut self, enable: bool) -> Self {
+        self.enable_delta_sync = enable;
+        self
+    }
+
+    /// Resolves conflicts between a pulled revision and the local one (Couchbase Lite's
+    /// `conflictResolver`). Without one, Couchbase Lite 3.x's default rule applies: a
+    /// deletion wins, else the higher generation, else the greater revision ID.
+    ///
+    /// Whatever it decides is written as a revision descending from the remote one (keep
+    /// remote: the remote revision itself; keep local, merged properties or delete: a new
+    /// child of it), the local branch is dropped, and the result is pushed. The resolver
+    /// runs on a replicator thread, outside any transaction, and may be called again if the
+    /// document changes meanwhile; a resolver that panics or returns invalid properties
+    /// leaves the document in conflict and is reported to the document listeners.
+    ///
+    /// ```
+    /// use ferrolite::{ConflictResolution, Database, Endpoint, ReplicatorConfiguration};
+    ///
+    /// # let db = Database::open_in_memory("phone")?;
+    /// # let server = Database::open_in_memory("server")?;
+    /// let config = ReplicatorConfiguration::new(&db, Endpoint::database(&server))
+    ///     .conflict_resolver(|conflict| match (conflict.local_document(), conflict.remote_document()) {
+    ///         (Some(local), Some(remote)) => {
+    ///             let mut merged = remote.properties().clone();
+    ///             merged.extend(local.properties().clone());
+    ///             ConflictResolution::Merged(merged)
+    ///         }
+    ///         _ => conflict.default_resolution(),
+    ///     });
+    /// # let _ = config;
+    /// # Ok::<(), ferrolite::Error>(())
+    /// ```
+    pub fn conflict_resolver(
+        mut self,
+        resolver: impl Fn(&Conflict) -> ConflictResolution + Send + Sync + 'static,
+    ) -> Self {
+        self.conflict_resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Decides which local changes are pushed (Couchbase Lite's `pushFilter`): called with
+    /// the document's current revision (a deletion has empty properties and the `deleted`
+    /// flag) when it is about to be proposed. A document refused is not pushed **and counts
+    /// as done**: it is not offered again until it changes (or the checkpoint is reset).
+    /// Keep it quick and free of side effects; it runs on a replicator thread.
+    pub fn push_filter(
+        mut self,
+        filter: impl Fn(&Document, DocumentFlags) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.push_filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// Decides which received revisions are saved (Couchbase Lite's `pullFilter`): called
+    /// after a revision arrives, before it is saved (its document's sequence is 0), and
+    /// for an access removal (empty properties, the `access_removed` flag: refusing keeps
+    /// the local copy). A revision refused is answered `HTTP 403 "rejected by validation
+    /// function"`, reported to the document listeners with that error
+    /// ([`ReplicatorError::Rejected`](crate::ReplicatorError::Rejected), WebSocket 403),
+    /// and counts as done (the checkpoint moves past it).
+    pub fn pull_filter(
+        mut self,
+        filter: impl Fn(&Document, DocumentFlags) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.pull_filter = Some(Arc::new(filter));
+        self
+    }
+
+    /// Replicates only these documents (Couchbase Lite's `documentIDs`): pushes are
+    /// filtered locally; pulls send the list in `subChanges` (Sync Gateway accepts it for
+    /// one-shot replications only). An empty list means every document. The list is part
+    /// of the checkpoint's identity.
+    pub fn document_ids<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.document_ids = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Pulls only documents of these Sync Gateway channels (Couchbase Lite's `channels`):
+    /// sent as `filter=sync_gateway/bychannel`, `channels=a,b`; the server does the
+    /// filtering. An empty list means every channel the user can read. A ferrolite peer
+    /// (`UrlEndpointListener`, database and message endpoints) has no channels and ignores
+    /// the list. Part of the checkpoint's identity.
+    pub fn channels<I, S>(mut self, channels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.channels = channels.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// The local database.
     pub fn database(&self) -> &Database {
         &self.database
@@ -158,6 +276,13 @@ impl ReplicatorConfiguration {
             continuous: self.continuous,
             max_attempts: self.max_attempts,
             remote_id: self.remote_id()?,
+            conflict_resolver: self.conflict_resolver.clone().map(engine_resolver),
+            push_filter: self.push_filter.clone().map(engine_filter),
+            pull_filter: self.pull_filter.clone().map(engine_filter),
+            document_ids: self.document_ids.clone(),
+            channels: self.channels.clone(),
+            enable_delta_sync: self.enable_delta_sync
+                && !matches!(self.target.kind, EndpointKind::Database(_)),
             ..Default::default()
         };
         if let Some(wait) = self.max_attempt_wait_time {
@@ -247,6 +372,12 @@ impl fmt::Debug for ReplicatorConfiguration {
                 "accept_only_self_signed_server_certificate",
                 &self.accept_only_self_signed_server_certificate,
             )
+            .field("enable_delta_sync", &self.enable_delta_sync)
+            .field("conflict_resolver", &self.conflict_resolver.is_some())
+            .field("push_filter", &self.push_filter.is_some())
+            .field("pull_filter", &self.pull_filter.is_some())
+            .field("document_ids", &self.document_ids)
+            .field("channels", &self.channels)
             .finish()
     }
 }

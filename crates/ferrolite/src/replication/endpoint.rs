@@ -62,7 +62,8 @@ impl Endpoint {
 
     /// Another database of this process (Couchbase Lite's `DatabaseEndpoint`). Each
     /// connection is an in-process pipe whose far end is served by a passive peer on
-    /// `database`; its change listeners hear of what the replicator writes.
+    /// `database`; its change listeners hear of what the replicator writes. Delta sync is
+    /// never used with it (as in Couchbase Lite); blobs are copied.
     pub fn database(database: &Database) -> Endpoint {
         Endpoint {
             kind: EndpointKind::Database(database.clone()),
@@ -72,7 +73,9 @@ impl Endpoint {
     /// A transport the application brings (Couchbase Lite's `MessageEndpoint`).
     /// `remote_id` names the remote peer stably across runs (it keys the replication
     /// checkpoint, as the URL does for a URL endpoint); `transport` opens one connection
-    /// per replication attempt.
+    /// per replication attempt. Delta sync is used (as in Couchbase Lite) unless
+    /// [`ReplicatorConfiguration::enable_delta_sync`](crate::ReplicatorConfiguration::enable_delta_sync)
+    /// turns it off.
     pub fn message(remote_id: impl Into<String>, transport: Arc<dyn Transport>) -> Endpoint {
         Endpoint {
             kind: EndpointKind::Message {
@@ -129,7 +132,12 @@ impl Transport for DatabaseTransport {
         let name = self.target.name().to_owned();
         tokio::spawn(async move {
             let passive = passive.with_subprotocol(subprotocol);
-            if let Err(e) = serve_passive(store, passive, PassiveOptions::default()).await {
+            // No delta sync between two databases of one process (Couchbase Lite's rule).
+            let options = PassiveOptions {
+                disable_deltas: true,
+                ..PassiveOptions::default()
+            };
+            if let Err(e) = serve_passive(store, passive, options).await {
                 tracing::debug!(target: "ferrolite::replicator", database = %name, "passive peer ended: {e}");
             }
         });

@@ -9,6 +9,7 @@
 //! applications that have one.
 
 mod config;
+mod decisions;
 mod endpoint;
 mod message_listener;
 mod replicator;
@@ -16,6 +17,7 @@ mod runtime;
 mod url_listener;
 
 pub use config::ReplicatorConfiguration;
+pub use decisions::{Conflict, ConflictResolution};
 pub use endpoint::Endpoint;
 pub use message_listener::MessageEndpointListener;
 pub use replicator::{sync_once, sync_once_async, Replicator};

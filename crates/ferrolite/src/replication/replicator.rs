@@ -1,7 +1,7 @@
 //! [`Replicator`]: runs a [`ReplicatorConfiguration`] on the replication runtime, and the
 //! one-call background refresh, [`sync_once`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -156,8 +156,14 @@ impl Replicator {
     }
 
     /// Registers a listener called with documents as they finish replicating, pushed or
-    /// pulled, each with its error if it failed (Couchbase Lite's document replication
-    /// listener). Called on a runtime thread, in order with the status listeners.
+    /// pulled, each with its revision, flags ([`ReplicatedDocument::flags`]: deleted,
+    /// access removed) and error if it failed (Couchbase Lite's document replication
+    /// listener). Each call carries one batch of one direction (a `proposeChanges` batch,
+    /// or a batch of received revisions committed together). A pulled revision that
+    /// conflicted with a local change is reported with
+    /// [`ReplicatorError::Conflict`] (then resolved and pushed), one the pull filter
+    /// refused with [`ReplicatorError::Rejected`]. Called on a runtime thread, in order
+    /// with the status listeners.
     pub fn add_document_replication_listener(
         &self,
         listener: impl Fn(&[ReplicatedDocument]) + Send + Sync + 'static,
@@ -184,6 +190,39 @@ impl Replicator {
             .remove(&token);
         if let Some(engine_token) = engine_token {
             self.inner.engine.remove_change_listener(engine_token);
+        }
+    }
+
+    /// The IDs of the local documents the next push would send (Couchbase Lite's
+    /// `pendingDocumentIDs`): changed since the last saved checkpoint (deleted ones
+    /// included), not already on the remote, and passing the document-ID list and the push
+    /// filter. Valid before the replicator ever connected (it reads the local checkpoint);
+    /// while it runs, documents pushed since the last checkpoint save may still be listed.
+    ///
+    /// Fails with [`ErrorCode::InvalidParameter`](crate::ErrorCode::InvalidParameter) for
+    /// a pull-only replicator.
+    pub fn pending_document_ids(&self) -> Result<HashSet<String>> {
+        let engine = self.inner.engine.clone();
+        runtime::block_on(async move { engine.pending_document_ids().await })?.map_err(Into::into)
+    }
+
+    /// Whether the next push would send document `id` (Couchbase Lite's
+    /// `isDocumentPending`; see [`pending_document_ids`](Self::pending_document_ids)).
+    pub fn is_document_pending(&self, id: &str) -> Result<bool> {
+        let engine = self.inner.engine.clone();
+        let id = id.to_owned();
+        runtime::block_on(async move { engine.is_document_pending(&id).await })?.map_err(Into::into)
+    }
+
+    /// [`pending_document_ids`](Self::pending_document_ids) for async code.
+    pub fn pending_document_ids_async(
+        &self,
+    ) -> impl Future<Output = Result<HashSet<String>>> + Send + 'static {
+        let engine = self.inner.engine.clone();
+        async move {
+            runtime::run(async move { engine.pending_document_ids().await })
+                .await?
+                .map_err(Into::into)
         }
     }
 

@@ -1,0 +1,285 @@
+//! The content of revisions on one connection: what the peer said it understands (blobs
+//! natively, deltas), how outgoing `rev` bodies are encoded for it, how a received
+//! revision's delta is expanded and its blobs fetched before it is stored, and the blob
+//! requests (`getAttachment`, `proveAttachment`) the peer sends us. Shared by the puller,
+//! the pusher and the passive side through an `Arc`; the algorithms live in
+//! [`blobs`] and [`delta_sync`].
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ferrolite_document::RevId;
+use ferrolite_protocol::blip::Message;
+use ferrolite_protocol::messages::Rev;
+use ferrolite_storage::Store;
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+use crate::blobs::{self, BlobFailure, FetchPolicy, IncomingBlob};
+use crate::db::{Db, Inserter, RevToInsert};
+use crate::delta_sync::{self, Encoding};
+use crate::driver::Blip;
+use crate::ReplicatorError;
+
+/// Revisions whose blobs are fetched at the same time (each one's blobs one after another).
+const PARALLEL_FETCHES: usize = 8;
+/// Most received revisions waiting for their blobs; more are refused with `HTTP 503` (a
+/// well-behaved peer never has that many `rev`s unanswered).
+const MAX_AWAITING_BLOBS: usize = 256;
+
+/// Called when a received revision's blobs cannot be obtained (after its `rev` was answered
+/// with the error).
+pub(crate) type OnBlobFailure = Box<dyn FnOnce(&BlobFailure) + Send>;
+
+/// Per-connection state of revision content.
+pub(crate) struct RevContent {
+    db: Db,
+    blip: Blip,
+    /// Our configuration allows deltas.
+    deltas_enabled: bool,
+    /// The peer said `blobs=true`: no `_attachments` stubs needed.
+    peer_blobs: AtomicBool,
+    /// The peer said `deltas=true`.
+    peer_deltas: AtomicBool,
+    /// We already said `deltas=true` in a reply to `changes`.
+    deltas_offered: AtomicBool,
+    fetches: Arc<Semaphore>,
+    awaiting: Arc<AtomicUsize>,
+    /// Pushed revisions sent as deltas and awaiting their reply (a refusal resends them).
+    sent_deltas: Mutex<HashSet<(String, RevId)>>,
+}
+
+/// Decrements a counter when dropped.
+struct Awaiting(Arc<AtomicUsize>);
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl RevContent {
+    /// The state of a new connection; `deltas_enabled` is the configuration's switch.
+    pub(crate) fn new(db: Db, blip: Blip, deltas_enabled: bool) -> Arc<RevContent> {
+        Arc::new(RevContent {
+            db,
+            blip,
+            deltas_enabled,
+            peer_blobs: AtomicBool::new(false),
+            peer_deltas: AtomicBool::new(false),
+            deltas_offered: AtomicBool::new(false),
+            fetches: Arc::new(Semaphore::new(PARALLEL_FETCHES)),
+            awaiting: Arc::new(AtomicUsize::new(0)),
+            sent_deltas: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Whether we accept deltas (the `deltas` property of our replies to `proposeChanges`
+    /// and of the passive side's replies to `changes`).
+    pub(crate) fn accepts_deltas(&self) -> bool {
+        self.deltas_enabled
+    }
+
+    /// The `deltas` property of the puller's reply to `changes`: `true` in the first reply
+    /// of the connection only (as LiteCore), unless deltas are disabled.
+    pub(crate) fn offer_deltas(&self) -> bool {
+        self.deltas_enabled && !self.deltas_offered.swap(true, Ordering::SeqCst)
+    }
+
+    /// Records what the peer said in a reply to our `changes` or `proposeChanges`
+    /// (remembered for the connection: LiteCore says `deltas` only once).
+    pub(crate) fn peer_said(&self, blobs: bool, deltas: bool) {
+        if blobs {
+            self.peer_blobs.store(true, Ordering::SeqCst);
+        }
+        if deltas {
+            self.peer_deltas.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// How outgoing revisions are encoded now.
+    pub(crate) fn encoding(&self) -> Encoding {
+        Encoding {
+            stubs: !self.peer_blobs.load(Ordering::SeqCst),
+            deltas: self.deltas_enabled && self.peer_deltas.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The `rev` message for a pushed revision (`rev.body` the full stored body): stubs
+    /// when needed, and a delta against `base` (the remote's revision) when it is worth it
+    /// and its body is kept.
+    pub(crate) async fn push_rev(&self, rev: Rev, base: Option<&RevId>) -> Message {
+        let encoding = self.encoding();
+        let base = match base {
+            Some(base) if encoding.deltas && !rev.deleted => {
+                let id = rev.id.clone();
+                let base = base.clone();
+                self.db
+                    .call(move |store| {
+                        let body = store.get(&id)?.and_then(|record| {
+                            let revision = record.tree.get(&base)?;
+                            if revision.is_deleted() {
+                                return None;
+                            }
+                            revision.body().cloned()
+                        });
+                        Ok(body.map(|body| (base, body)))
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            _ => None,
+        };
+        let base = base.as_ref().map(|(id, body)| (id, body));
+        let key = (rev.id.clone(), rev.rev.clone());
+        let out = delta_sync::encode_rev(rev, base, encoding);
+        if out.full.is_some() {
+            self.sent_deltas
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key);
+        }
+        out.message
+    }
+
+    /// Whether the pushed revision `rev` of `doc_id` was sent as a delta (forgotten once
+    /// asked: call it once per reply).
+    pub(crate) fn sent_as_delta(&self, doc_id: &str, rev: &RevId) -> bool {
+        self.sent_deltas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(doc_id.to_owned(), rev.clone()))
+    }
+
+    /// The full-body `rev` message, resent when the peer refused a delta.
+    pub(crate) fn full_rev(&self, rev: Rev) -> Message {
+        let encoding = Encoding {
+            deltas: false,
+            ..self.encoding()
+        };
+        delta_sync::encode_rev(rev, None, encoding).message
+    }
+
+    /// A received `rev` with its delta (if any) applied: `deltaSrc` cleared and the full
+    /// body in place. `Err((status, text))` when it cannot be used (`HTTP 422`). When
+    /// deltas are disabled the `rev` is returned as it is, for the body checks to refuse
+    /// it (`HTTP 400 "Deltas are disabled for this peer"`, as Sync Gateway).
+    pub(crate) async fn expand_delta(&self, rev: Rev) -> Result<Rev, (i32, String)> {
+        if rev.delta_src.is_none() || !self.deltas_enabled {
+            return Ok(rev);
+        }
+        let mut rev = rev;
+        if rev.deleted {
+            // A deleted revision's body is what it is (Sync Gateway ignores the source).
+            rev.delta_src = None;
+            return Ok(rev);
+        }
+        let (rev, expanded) = self
+            .db
+            .call(move |store| {
+                let expanded = delta_sync::expand(store, &rev)?;
+                Ok((rev, expanded))
+            })
+            .await
+            .map_err(|err| (500, err.to_string()))?;
+        match expanded {
+            Ok(body) => {
+                let mut rev = rev;
+                rev.body = body;
+                rev.delta_src = None;
+                Ok(rev)
+            }
+            Err(refusal) => {
+                debug!(target: "ferrolite::replicator", id = %rev.id, rev = %rev.rev, reason = %refusal.0, "delta refused");
+                Err((422, refusal.0))
+            }
+        }
+    }
+
+    /// Queues a received revision for insertion once its blobs are in the store: at once
+    /// when it has none; otherwise a task fetches them (per `policy`, one after another,
+    /// several revisions in parallel) and then queues it, or answers its `rev` with the
+    /// error and calls `on_failure`. The revision is never committed before its blobs.
+    pub(crate) async fn insert_with_blobs(
+        &self,
+        inserter: &Inserter,
+        rev: RevToInsert,
+        blobs: Vec<IncomingBlob>,
+        policy: FetchPolicy,
+        on_failure: OnBlobFailure,
+    ) -> Result<(), ReplicatorError> {
+        if blobs.is_empty() {
+            return inserter.insert(rev).await;
+        }
+        if self.awaiting.fetch_add(1, Ordering::SeqCst) >= MAX_AWAITING_BLOBS {
+            self.awaiting.fetch_sub(1, Ordering::SeqCst);
+            let failure = BlobFailure::Failed(ReplicatorError::protocol(
+                "too many revisions waiting for their attachments",
+            ));
+            if let Some(request) = &rev.reply_to {
+                self.blip
+                    .respond(Message::error_to(request, "HTTP", 503, &failure.status().1))
+                    .await;
+            }
+            on_failure(&failure);
+            return Ok(());
+        }
+        let awaiting = Awaiting(self.awaiting.clone());
+        let fetches = self.fetches.clone();
+        let db = self.db.clone();
+        let blip = self.blip.clone();
+        let inserter = inserter.downgrade();
+        tokio::spawn(async move {
+            let _awaiting = awaiting;
+            let result = match fetches.acquire_owned().await {
+                Ok(_permit) => blobs::ensure_blobs(&db, &blip, &rev.doc_id, blobs, policy).await,
+                Err(_) => Err(BlobFailure::Disconnected),
+            };
+            match result {
+                Ok(()) => {
+                    if let Some(inserter) = inserter.upgrade() {
+                        if let Err(err) = inserter.insert(rev).await {
+                            debug!(target: "ferrolite::replicator", error = %err, "revision dropped after its blobs");
+                        }
+                    }
+                }
+                Err(BlobFailure::Disconnected) => {
+                    // Not a failure of the revision: the session is ending and its row stays
+                    // outstanding, so the next session asks for it again.
+                    debug!(target: "ferrolite::replicator", id = %rev.doc_id, "connection lost while fetching blobs");
+                }
+                Err(failure) => {
+                    let (status, text) = failure.status();
+                    debug!(target: "ferrolite::replicator", id = %rev.doc_id, status, reason = %text, "the revision's blobs could not be obtained");
+                    if let Some(request) = &rev.reply_to {
+                        blip.respond(Message::error_to(request, "HTTP", status, &text))
+                            .await;
+                    }
+                    on_failure(&failure);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Serves a blob request of the peer (`getAttachment`, `proveAttachment`) in its own
+    /// task; returns `false` for any other request.
+    pub(crate) fn serve(&self, message: &Message) -> bool {
+        let db = self.db.clone();
+        let blip = self.blip.clone();
+        let message = message.clone();
+        match message.profile() {
+            Some("getAttachment") => {
+                tokio::spawn(blobs::serve_get_attachment(db, blip, message));
+                true
+            }
+            Some("proveAttachment") => {
+                tokio::spawn(blobs::serve_prove_attachment(db, blip, message));
+                true
+            }
+            _ => false,
+        }
+    }
+}
