@@ -30,6 +30,7 @@ use crate::delta_sync;
 use crate::driver::{self, decode_reply, Blip, Driven, DriverEnd, PendingReply};
 use crate::filter::{self, Decisions, DocumentFlags};
 use crate::passive::{find_revs, prepare_rev, ObserverGuard};
+use crate::push_retry;
 use crate::replicator::Reporter;
 use crate::ReplicatorError;
 
@@ -37,7 +38,10 @@ use crate::ReplicatorError;
 const BATCH: u32 = 200;
 /// Most revisions requested by our `changes` replies and not yet stored.
 const MAX_PENDING_PULLS: usize = 200;
-/// Most pushed `rev`s awaiting their reply.
+/// Most pushed `rev`s awaiting their reply: two of the receiver's insertion batches
+/// (`db::MAX_BATCH`), so a batch fills and commits at once instead of waiting for the
+/// inserter's timer while the next one is on its way (64 made every 64 revisions wait 25 ms:
+/// see `docs/src/reference/benchmarks.md`).
 const MAX_REVS_IN_FLIGHT: usize = 400;
 /// Longest history computed for a pushed revision (cut to the peer's `maxHistory`).
 const MAX_PUSH_HISTORY: usize = 50;
@@ -368,6 +372,7 @@ impl Session<'_> {
                 marks: Vec::new(),
                 decisions: ctx.decisions.clone(),
                 events: Vec::new(),
+                retries: Vec::new(),
             };
             let fatal = fatal_tx.clone();
             self.tasks.push(tokio::spawn(async move {
@@ -1094,6 +1099,9 @@ struct Pusher {
     decisions: Arc<Decisions>,
     /// Document events of finished candidates, reported per batch.
     events: Vec<(ReplicatedDocument, bool)>,
+    /// Candidates refused with a 409 naming one of their ancestors, to propose again
+    /// with it ([`push_retry`]).
+    retries: Vec<Candidate>,
 }
 
 impl Pusher {
@@ -1106,13 +1114,16 @@ impl Pusher {
             // this read of the feed: a one-shot push waits for that, to push resolutions.
             let pull_was_idle = !self.decisions.pulls || lock(&self.tracker).pull_idle();
             let decisions = self.decisions.clone();
-            let (candidates, last) = self
+            let (mut candidates, last) = self
                 .db
                 .call(move |store| {
                     read_push_batch(store, since, BATCH as usize, remote, &decisions)
                 })
                 .await?;
-            if last == since {
+            // Retried candidates were counted in the progress total already.
+            let retried: u64 = self.retries.iter().map(Candidate::units).sum();
+            candidates.append(&mut self.retries);
+            if last == since && candidates.is_empty() {
                 // Caught up: wait for the replies, record what the remote has.
                 while let Some((pending, candidate)) = in_flight.pop_front() {
                     self.settle(pending, candidate).await?;
@@ -1152,8 +1163,8 @@ impl Pusher {
             if candidates.is_empty() {
                 continue;
             }
-            self.reporter
-                .add_total(candidates.iter().map(Candidate::units).sum());
+            let units: u64 = candidates.iter().map(Candidate::units).sum();
+            self.reporter.add_total(units.saturating_sub(retried));
             let propose = ProposeChanges {
                 rows: candidates
                     .iter()
@@ -1198,6 +1209,24 @@ impl Pusher {
                         self.done(&candidate, None, false);
                     }
                     ProposeStatus::Conflict { current } => {
+                        let retry = push_retry::newer_ancestor(
+                            &self.db,
+                            &candidate.doc_id,
+                            &candidate.rev,
+                            candidate.remote_ancestor.as_ref(),
+                            current.as_ref(),
+                            MAX_PUSH_HISTORY,
+                        )
+                        .await?;
+                        if let Some((ancestor, history)) = retry {
+                            debug!(target: "ferrolite::replicator", id = %candidate.doc_id, rev = %candidate.rev, remote_current = %ancestor, "push: the remote has an ancestor; proposing again");
+                            self.retries.push(Candidate {
+                                remote_ancestor: Some(ancestor),
+                                history,
+                                ..candidate
+                            });
+                            continue;
+                        }
                         debug!(target: "ferrolite::replicator", id = %candidate.doc_id, rev = %candidate.rev, remote_current = ?current, "push: conflict");
                         let err = ReplicatorError::Conflict {
                             doc_id: candidate.doc_id.clone(),

@@ -118,6 +118,7 @@ mod error;
 mod filter;
 mod passive;
 mod pending;
+mod push_retry;
 mod replicator;
 
 pub use config::{

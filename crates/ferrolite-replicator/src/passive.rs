@@ -27,7 +27,8 @@ use crate::ReplicatorError;
 
 /// Default rows per `changes` message when `subChanges` gives no `batch`.
 const DEFAULT_BATCH: u32 = 200;
-/// Most `rev` messages sent and not yet answered, per feed.
+/// Most `rev` messages sent and not yet answered, per feed: two of the receiver's insertion
+/// batches, as in the active pusher (`active::MAX_REVS_IN_FLIGHT`).
 const MAX_REVS_IN_FLIGHT: usize = 400;
 
 /// Options of [`serve_passive`].

@@ -43,8 +43,18 @@ impl DatabaseConfiguration {
     }
 
     /// The most memory, in bytes, an on-disk database keeps as its page cache (default 2 MiB,
-    /// at least 64 KiB). A larger cache speeds up reading a database larger than the cache;
-    /// memory stays bounded by it whatever the database's size.
+    /// at least 64 KiB). The cache stays within it whatever the database's size; a larger
+    /// cache speeds up reading a database larger than the cache again and again.
+    ///
+    /// ```
+    /// use ferrolite::{Database, DatabaseConfiguration};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let config = DatabaseConfiguration::new(dir.path()).with_cache_size(16 * 1024 * 1024);
+    /// let db = Database::open("catalog", &config)?;
+    /// # drop(db);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_cache_size(mut self, bytes: usize) -> DatabaseConfiguration {
         self.cache_size = bytes.max(64 * 1024);
         self

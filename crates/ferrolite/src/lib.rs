@@ -57,6 +57,7 @@ mod database;
 mod document;
 mod error;
 mod listener;
+pub mod logging;
 mod replication;
 
 pub use blob::Blob;

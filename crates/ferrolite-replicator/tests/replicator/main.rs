@@ -7,6 +7,8 @@
 mod basic;
 mod content;
 mod decisions;
+mod faults;
+mod faulty;
 mod interop;
 mod passive;
 mod resilience;
