@@ -3,8 +3,10 @@
 //!
 //! Run with `cargo xtask bench storage [--docs N] [--batch B] [--seed S] [--reps R] [--quick]`
 //! (defaults: N = 100,000, B = 1,000, S = 1, R = 3; `--quick` is N = 10,000). Repetitions
-//! alternate raw and API runs; the medians are reported. The documents are the
-//! shared workload (`ferrolite_testkit::workload`, ~1 KB each, prefix `user`), generated before
+//! alternate raw and API runs; the medians are reported. Both engines get the same redb page
+//! cache, `--cache-mb` (default 1,024, redb's own default; a `Database` opens with 2 MiB unless
+//! configured otherwise, to keep an app's memory small: `--cache-mb 2` measures that). The
+//! documents are the shared workload (`ferrolite_testkit::workload`, ~1 KB each, prefix `user`), generated before
 //! any timing starts.
 //!
 //! - API: a fresh on-disk database; one `in_batch` per B documents; then each document read
@@ -33,7 +35,8 @@ type Result<T> = std::result::Result<T, BoxError>;
 /// The raw baseline's one table: document ID to the body's compact JSON.
 const RAW_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("docs");
 
-const USAGE: &str = "usage: storage [--docs N] [--batch B] [--seed S] [--reps R] [--quick]";
+const USAGE: &str =
+    "usage: storage [--docs N] [--batch B] [--seed S] [--reps R] [--cache-mb M] [--quick]";
 
 /// The command line.
 struct Args {
@@ -41,6 +44,7 @@ struct Args {
     batch: usize,
     seed: u32,
     reps: usize,
+    cache_mb: usize,
 }
 
 /// The prepared workload: IDs, documents ready to save, and the raw bodies.
@@ -80,8 +84,9 @@ fn main() -> Result<()> {
             Some(w) => w,
             None => prepare(&args)?,
         };
-        raws.push(bench_raw(&ids, &raw, args.batch)?);
-        apis.push(bench_api(&ids, docs, args.batch)?);
+        let cache = args.cache_mb << 20;
+        raws.push(bench_raw(&ids, &raw, args.batch, cache)?);
+        apis.push(bench_api(&ids, docs, args.batch, cache)?);
         println!("rep {}: done", rep + 1);
     }
     report(u64::from(args.docs), &median(&apis), &median(&raws));
@@ -110,6 +115,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
         batch: 1000,
         seed: 1,
         reps: 3,
+        cache_mb: 1024,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -117,6 +123,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
             "--batch" => parsed.batch = value(&arg, args.next())?,
             "--seed" => parsed.seed = value(&arg, args.next())?,
             "--reps" => parsed.reps = value(&arg, args.next())?,
+            "--cache-mb" => parsed.cache_mb = value(&arg, args.next())?,
             "--quick" => parsed.docs = 10_000,
             // `cargo bench` passes `--bench` to every bench target.
             "--bench" => {}
@@ -163,9 +170,15 @@ fn prepare(args: &Args) -> Result<Workload> {
     Ok(workload)
 }
 
-fn bench_api(ids: &[String], mut docs: Vec<MutableDocument>, batch: usize) -> Result<Figures> {
+fn bench_api(
+    ids: &[String],
+    mut docs: Vec<MutableDocument>,
+    batch: usize,
+    cache: usize,
+) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
-    let db = Database::open("bench", &DatabaseConfiguration::new(dir.path()))?;
+    let config = DatabaseConfiguration::new(dir.path()).with_cache_size(cache);
+    let db = Database::open("bench", &config)?;
 
     let started = Instant::now();
     for chunk in docs.chunks_mut(batch) {
@@ -200,10 +213,10 @@ fn bench_api(ids: &[String], mut docs: Vec<MutableDocument>, batch: usize) -> Re
     })
 }
 
-fn bench_raw(ids: &[String], bodies: &[Vec<u8>], batch: usize) -> Result<Figures> {
+fn bench_raw(ids: &[String], bodies: &[Vec<u8>], batch: usize, cache: usize) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("raw.redb");
-    let db = redb::Database::create(&path)?;
+    let db = redb::Builder::new().set_cache_size(cache).create(&path)?;
 
     let started = Instant::now();
     for (id_chunk, body_chunk) in ids.chunks(batch).zip(bodies.chunks(batch)) {
