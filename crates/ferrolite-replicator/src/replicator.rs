@@ -118,7 +118,7 @@ impl Replicator {
     /// local checkpoint is forgotten first: everything is compared again (revisions
     /// already present cost only a `proposeChanges` 304 or a `changes` 0).
     pub fn start(&self, reset_checkpoint: bool) {
-        self.start_run(reset_checkpoint, self.inner.config.continuous);
+        self.start_run(reset_checkpoint, self.inner.config.continuous, false);
     }
 
     /// Asks the replicator to stop: it commits what arrived, saves the checkpoint, closes
@@ -248,7 +248,7 @@ impl Replicator {
             return SyncOutcome::Failed(ReplicatorError::AlreadyRunning);
         }
         let started = tokio::time::Instant::now();
-        let reporter = match self.start_run(false, false) {
+        let reporter = match self.start_run(false, false, true) {
             Some(reporter) => reporter,
             None => {
                 return SyncOutcome::Failed(
@@ -288,8 +288,15 @@ impl Replicator {
         }
     }
 
-    /// Starts a run unless one is going; returns its reporter.
-    fn start_run(&self, reset: bool, continuous: bool) -> Option<Arc<Reporter>> {
+    /// Starts a run unless one is going; returns its reporter. Only a `sync_once` run keeps
+    /// the IDs of the documents it receives (`collect_received`): a long continuous run must
+    /// not grow with every document.
+    fn start_run(
+        &self,
+        reset: bool,
+        continuous: bool,
+        collect_received: bool,
+    ) -> Option<Arc<Reporter>> {
         let inner = &self.inner;
         let runtime = inner.runtime.clone().or_else(|| Handle::try_current().ok());
         let mut state = locked(&inner.state);
@@ -299,7 +306,12 @@ impl Replicator {
         state.run += 1;
         let run = state.run;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let reporter = Arc::new(Reporter::new(self.inner.clone(), run, events_tx));
+        let reporter = Arc::new(Reporter::new(
+            self.inner.clone(),
+            run,
+            events_tx,
+            collect_received,
+        ));
         let Some(runtime) = runtime else {
             drop(state);
             warn!(target: "ferrolite::replicator", "Replicator::start called outside a tokio runtime");
@@ -489,6 +501,8 @@ pub(crate) struct Reporter {
 }
 
 struct ReporterState {
+    /// Whether `received` is kept (a `sync_once` run reports it).
+    collect_received: bool,
     activity: ActivityLevel,
     progress: Progress,
     last_emit: tokio::time::Instant,
@@ -521,12 +535,18 @@ impl ReporterState {
 }
 
 impl Reporter {
-    fn new(inner: Arc<Inner>, run: u64, events: mpsc::UnboundedSender<Event>) -> Reporter {
+    fn new(
+        inner: Arc<Inner>,
+        run: u64,
+        events: mpsc::UnboundedSender<Event>,
+        collect_received: bool,
+    ) -> Reporter {
         Reporter {
             inner,
             run,
             events,
             state: Mutex::new(ReporterState {
+                collect_received,
                 activity: ActivityLevel::Stopped,
                 progress: Progress::default(),
                 last_emit: tokio::time::Instant::now(),
@@ -582,7 +602,7 @@ impl Reporter {
         {
             let mut state = locked(&self.state);
             for (document, received) in documents {
-                if received {
+                if received && state.collect_received {
                     state.note_received(&document.id);
                 }
                 out.push(document);
