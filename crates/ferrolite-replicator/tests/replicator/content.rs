@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use ferrolite_document::{canonical_json, BlobDigest, BlobRef, RevId, RevTree};
+use ferrolite_document::{canonical_json, BlobDigest, BlobRef, RevId};
 use ferrolite_protocol::blip::{self, flags, FrameHeader, FrameType, Message, MessageType};
 use ferrolite_protocol::delta::apply_delta;
 use ferrolite_protocol::messages::{
@@ -23,32 +23,33 @@ use ferrolite_replicator::{
     serve_passive, ActivityLevel, Direction, PassiveOptions, ReplicatedDocument, Replicator,
     ReplicatorConfig, ReplicatorType,
 };
-use ferrolite_storage::{DocumentRecord, ObservedStore, RedbStore, Store};
+use ferrolite_storage::{ObservedStore, Store};
 use ferrolite_transport::{
     pipe, Connection, Incoming, Listener, ListenerConfig, MessageReceiver, MessageSender,
     Transport, TransportError, UrlEndpoint,
 };
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-use crate::support::{config, run_once, RawClient, Recorder, STEP};
+use crate::support::{config, run_once, RawClient, Recorder, TestDb, STEP};
 
 // ----- databases -----
 
 /// A redb database in a temporary directory whose path is known (to reach blob files).
 struct Disk {
-    store: Arc<ObservedStore>,
-    dir: TempDir,
+    db: TestDb,
+}
+
+/// A `Disk` is a test database with blob helpers.
+impl std::ops::Deref for Disk {
+    type Target = TestDb;
+    fn deref(&self) -> &TestDb {
+        &self.db
+    }
 }
 
 impl Disk {
     fn new() -> Disk {
-        let dir = tempfile::tempdir().unwrap();
-        let redb = RedbStore::open(&dir.path().join("db")).unwrap();
-        Disk {
-            store: Arc::new(ObservedStore::new(Arc::new(redb))),
-            dir,
-        }
+        Disk { db: TestDb::new() }
     }
 
     /// Stores `content` as a blob; returns its blob dictionary.
@@ -69,38 +70,7 @@ impl Disk {
 
     /// Saves a local edit of `id` (a child of its current revision).
     fn save(&self, id: &str, body: &Value) -> RevId {
-        let mut made = None;
-        self.store
-            .write(&mut |tx| {
-                let mut record = tx.get(id)?.unwrap_or_else(|| DocumentRecord {
-                    id: id.to_owned(),
-                    tree: RevTree::new(),
-                    sequence: 0,
-                    expiration: None,
-                });
-                let parent = record.tree.current().map(|c| c.id().clone());
-                let sequence = tx.next_sequence()?;
-                let rev = record.tree.add_child(
-                    parent.as_ref(),
-                    Bytes::from(canonical_json(body)),
-                    false,
-                    sequence,
-                )?;
-                record.tree.drop_old_bodies(1);
-                record.tree.prune(20);
-                record.sequence = sequence;
-                tx.put(&record)?;
-                made = Some(rev);
-                Ok(())
-            })
-            .unwrap();
-        made.unwrap()
-    }
-
-    fn body(&self, id: &str) -> Option<Value> {
-        let record = self.store.get(id).unwrap()?;
-        let body = record.tree.current()?.body()?.clone();
-        Some(serde_json::from_slice(&body).unwrap())
+        self.db.save(id, body.clone())
     }
 
     fn current(&self, id: &str) -> Option<RevId> {
@@ -115,7 +85,7 @@ impl Disk {
     }
 
     fn blob_path(&self, digest: &BlobDigest) -> PathBuf {
-        self.dir
+        self.db
             .path()
             .join("db")
             .join("blobs")
@@ -124,7 +94,7 @@ impl Disk {
 
     /// Whether the blobs directory holds no leftover temporary file.
     fn no_temp_files(&self) -> bool {
-        std::fs::read_dir(self.dir.path().join("db").join("blobs"))
+        std::fs::read_dir(self.db.path().join("db").join("blobs"))
             .unwrap()
             .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
     }

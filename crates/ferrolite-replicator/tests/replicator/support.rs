@@ -41,6 +41,11 @@ impl TestDb {
         }
     }
 
+    /// The directory holding the database (`db/` inside it).
+    pub fn path(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Saves a local edit of `id` (a child of the current revision).
     pub fn save(&self, id: &str, body: Value) -> RevId {
         self.edit(id, body, false)
