@@ -1,4 +1,5 @@
-//! The worked examples of `shared/spec/blip.md` §11, byte for byte, encoded and decoded.
+//! The worked example frames of the BLIP protocol notes (§11), byte for byte, encoded and
+//! decoded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

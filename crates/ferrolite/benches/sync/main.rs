@@ -1,4 +1,4 @@
-//! Sync benchmark: the shared scenarios S1–S6 (`/work/shared/bench/README.md`) between a
+//! Sync benchmark: the shared benchmark scenarios S1–S6 between a
 //! ferrolite server process and a ferrolite client process over loopback WebSocket, and
 //! optionally the PouchDB peer harness in the same run.
 //!
@@ -169,7 +169,7 @@ fn main() -> Result<()> {
         reps.push(run_rep(&args, rep, dir.path())?);
     }
     let peer = if args.peer {
-        match peer::run(&workspace, &target, args.docs, args.reps, args.samples) {
+        match peer::run(&target, args.docs, args.reps, args.samples) {
             Ok(outcome) => Some(outcome),
             Err(error) => Some(peer::Outcome::Skipped(format!("peer run failed: {error}"))),
         }

@@ -1,8 +1,7 @@
 //! `--peer`: the PouchDB harness run in the same process tree, on the same machine, right
 //! after ferrolite's figures, and its figures read back from its newest `results/*.json`.
 //!
-//! The harness folder comes from `FERROLITE_PEER_BENCH` (default
-//! `../shared/bench/peer-pouchdb` from the workspace root) and is copied to
+//! The harness folder comes from `FERROLITE_PEER_BENCH` and is copied to
 //! `target/peer-pouchdb` (ignored by git) before `npm ci` (npm's cache under
 //! `target/npm-cache`) and `node bench.js --docs N --reps R --samples K`.
 
@@ -37,16 +36,11 @@ pub(crate) fn figure(summary: &[Value], id: &str, what: &str) -> Option<f64> {
 }
 
 /// Runs the peer harness, or says why not.
-pub(crate) fn run(
-    workspace: &Path,
-    target: &Path,
-    docs: u32,
-    reps: u32,
-    samples: u32,
-) -> Result<Outcome> {
-    let source = match std::env::var_os("FERROLITE_PEER_BENCH") {
-        Some(path) => PathBuf::from(path),
-        None => workspace.join("../shared/bench/peer-pouchdb"),
+pub(crate) fn run(target: &Path, docs: u32, reps: u32, samples: u32) -> Result<Outcome> {
+    let Some(source) = std::env::var_os("FERROLITE_PEER_BENCH").map(PathBuf::from) else {
+        return Ok(Outcome::Skipped(
+            "set FERROLITE_PEER_BENCH to the PouchDB peer harness directory".to_owned(),
+        ));
     };
     if !source.join("bench.js").is_file() {
         return Ok(Outcome::Skipped(format!(
