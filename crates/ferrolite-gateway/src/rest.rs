@@ -1,0 +1,896 @@
+//! The REST API: root, database info, documents, `_all_docs`, `_bulk_docs`, `_changes`,
+//! users and sessions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use ferrolite::{ConcurrencyControl, Document, MutableDocument};
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::state::{self, Db, Principal, Shared, GUEST, SESSION_COOKIE, SESSION_TTL};
+
+/// Largest request body accepted (Sync Gateway's document limit is 20 MB).
+pub const MAX_BODY_SIZE: usize = 20 * 1024 * 1024;
+
+/// What a handler sees: the databases, and which listener it runs on.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) admin: bool,
+}
+
+type ApiResult = Result<Response, ApiError>;
+type Params = Query<HashMap<String, String>>;
+
+/// The router of one listener.
+pub(crate) fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/", get(root))
+        .route("/{db}/", get(db_info).post(post_doc))
+        .route("/{db}/_all_docs", get(all_docs).post(all_docs))
+        .route("/{db}/_bulk_docs", post(bulk_docs))
+        .route("/{db}/_changes", get(changes).post(changes))
+        .route(
+            "/{db}/_session",
+            get(get_session).post(post_session).delete(delete_session),
+        )
+        .route("/{db}/_blipsync", get(crate::blipsync::blipsync))
+        .route(
+            "/{db}/{docid}",
+            get(get_doc).put(put_doc).delete(delete_doc),
+        );
+    if state.admin {
+        router = router
+            .route("/{db}/_user/", get(list_users).post(post_user))
+            .route(
+                "/{db}/_user/{name}",
+                put(put_user).get(get_user).delete(delete_user),
+            );
+    }
+    router
+        .fallback(|| async { ApiError::not_found("unknown URL") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed"),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_SIZE))
+        .with_state(state)
+}
+
+impl AppState {
+    /// The database, or 404 `no such database`.
+    fn db(&self, name: &str) -> Result<Arc<Db>, ApiError> {
+        self.shared
+            .databases
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no such database {name:?}")))
+    }
+
+    /// The database and who asks: admin requests are not authenticated.
+    pub(crate) fn authorized(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<(Arc<Db>, Principal), ApiError> {
+        let db = self.db(name)?;
+        if self.admin {
+            return Ok((db, None));
+        }
+        let principal = db.authenticate(headers)?;
+        Ok((db, principal))
+    }
+}
+
+/// Runs blocking database work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// A JSON object from a request body: 413 when too large, 400 when malformed.
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Document too large!")
+        } else {
+            ApiError::new(e.status(), e.body_text())
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("Document body is empty"));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("Invalid JSON: expected an object")),
+        Err(e) => Err(ApiError::bad_request(format!("Invalid JSON: \"{e}\""))),
+    }
+}
+
+fn ok_json(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn with_etag(mut response: Response, rev: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{rev}\"")) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+async fn root(State(state): State<AppState>) -> Response {
+    let mut body = json!({
+        "couchdb": "Welcome",
+        "vendor": {"name": "Couchbase Sync Gateway", "version": "3.3"},
+        "version": format!("Couchbase Sync Gateway/3.3.0(ferrolite {})", env!("CARGO_PKG_VERSION")),
+        "persistent_config": false,
+    });
+    if state.admin {
+        body["ADMIN"] = Value::Bool(true);
+    }
+    ok_json(StatusCode::OK, body)
+}
+
+async fn db_info(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    let seq = db.database.last_sequence()?;
+    Ok(ok_json(
+        StatusCode::OK,
+        json!({
+            "db_name": db.name,
+            "update_seq": seq,
+            "committed_update_seq": seq,
+            "instance_start_time": db.start_time,
+            "compact_running": false,
+            "purge_seq": 0,
+            "disk_format_version": 0,
+            "state": "Online",
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Documents
+
+/// A document as the REST API shows it: `_id`, `_rev`, properties, `_attachments` stubs.
+fn doc_json(doc: &Document) -> Value {
+    let mut body = Map::new();
+    body.insert("_id".into(), Value::String(doc.id().to_owned()));
+    body.insert("_rev".into(), Value::String(doc.revision_id().to_string()));
+    let properties = doc.properties();
+    for (k, v) in properties {
+        body.insert(k.clone(), v.clone());
+    }
+    let mut attachments = Map::new();
+    let revpos = generation(&doc.revision_id().to_string());
+    for (k, v) in properties {
+        collect_blobs(
+            v,
+            &format!("/{}", escape_pointer(k)),
+            revpos,
+            &mut attachments,
+        );
+    }
+    if !attachments.is_empty() {
+        body.insert("_attachments".into(), Value::Object(attachments));
+    }
+    Value::Object(body)
+}
+
+fn generation(rev: &str) -> u64 {
+    rev.split_once('-')
+        .and_then(|(g, _)| g.parse().ok())
+        .unwrap_or(1)
+}
+
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Finds blob dictionaries (`"@type":"blob"`) and adds a stub `blob_<pointer>` for each.
+fn collect_blobs(value: &Value, pointer: &str, revpos: u64, out: &mut Map<String, Value>) {
+    match value {
+        Value::Object(map) if map.get("@type").and_then(Value::as_str) == Some("blob") => {
+            let mut stub = Map::new();
+            for key in ["content_type", "digest", "length"] {
+                if let Some(v) = map.get(key) {
+                    stub.insert(key.into(), v.clone());
+                }
+            }
+            stub.insert("revpos".into(), json!(revpos));
+            stub.insert("stub".into(), Value::Bool(true));
+            out.insert(format!("blob_{pointer}"), Value::Object(stub));
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                collect_blobs(v, &format!("{pointer}/{}", escape_pointer(k)), revpos, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_blobs(v, &format!("{pointer}/{i}"), revpos, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn get_doc(
+    State(state): State<AppState>,
+    Path((name, docid)): Path<(String, String)>,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    let doc = blocking(move || Ok(db.database.document(&docid)?)).await?;
+    let Some(doc) = doc else {
+        return Err(ApiError::not_found("missing"));
+    };
+    let rev = doc.revision_id().to_string();
+    if let Some(wanted) = params.get("rev") {
+        // Only the current revision is served for now.
+        if *wanted != rev {
+            return Err(ApiError::not_found("missing"));
+        }
+    }
+    Ok(with_etag(ok_json(StatusCode::OK, doc_json(&doc)), &rev))
+}
+
+/// The outcome of one document write: its ID and new revision.
+struct Written {
+    id: String,
+    rev: String,
+}
+
+/// Writes `body` as a new revision of `docid` on top of `parent` (Sync Gateway's PUT
+/// rules: no parent on a live document → 409 "Document exists"; a stale parent → 409
+/// "Document revision conflict").
+fn write_doc(
+    db: &Db,
+    docid: &str,
+    parent: Option<String>,
+    mut body: Map<String, Value>,
+) -> Result<Written, ApiError> {
+    body.remove("_id");
+    body.remove("_rev");
+    body.remove("_attachments");
+    body.remove("_revisions");
+    if body.keys().any(|k| k == "_sync" || k.starts_with("_sync_")) {
+        return Err(ApiError::bad_request(
+            "user defined top level properties beginning with '_' are not allowed in document body",
+        ));
+    }
+    if body.remove("_deleted").and_then(|v| v.as_bool()) == Some(true) {
+        return delete_rev(db, docid, parent);
+    }
+    let existing = db.database.document(docid)?;
+    let mut doc = match (existing, parent) {
+        (Some(_), None) => return Err(ApiError::conflict("Document exists")),
+        (None, Some(_)) => return Err(ApiError::conflict("Document revision conflict")),
+        (None, None) => MutableDocument::with_id(docid),
+        (Some(current), Some(parent)) => {
+            if current.revision_id().to_string() != parent {
+                return Err(ApiError::conflict("Document revision conflict"));
+            }
+            current.to_mutable()
+        }
+    };
+    doc.set_properties(body);
+    if !db
+        .database
+        .save_with_concurrency_control(&mut doc, ConcurrencyControl::FailOnConflict)?
+    {
+        return Err(ApiError::conflict("Document revision conflict"));
+    }
+    let rev = doc
+        .revision_id()
+        .map(ToString::to_string)
+        .ok_or_else(|| ApiError::internal("the saved document has no revision"))?;
+    Ok(Written {
+        id: docid.to_owned(),
+        rev,
+    })
+}
+
+/// Deletes `docid` at revision `parent`, returning the tombstone's revision.
+fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, ApiError> {
+    let current = db
+        .database
+        .document(docid)?
+        .ok_or_else(|| ApiError::not_found("missing"))?;
+    if parent.as_deref() != Some(current.revision_id().to_string().as_str()) {
+        return Err(ApiError::conflict("Document revision conflict"));
+    }
+    if !db
+        .database
+        .delete_with_concurrency_control(&current, ConcurrencyControl::FailOnConflict)?
+    {
+        return Err(ApiError::conflict("Document revision conflict"));
+    }
+    // The tombstone's revision: the document's entry in the change feed after the delete.
+    let mut rev = None;
+    for change in db.database.changes(current.sequence())? {
+        let change = change?;
+        if change.id == docid {
+            rev = Some(change.rev.to_string());
+        }
+    }
+    let rev = rev.ok_or_else(|| ApiError::internal("the tombstone is not in the change feed"))?;
+    Ok(Written {
+        id: docid.to_owned(),
+        rev,
+    })
+}
+
+/// The parent revision from `?rev=`, `If-Match` and the body's `_rev`, which must agree.
+fn parent_rev(
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Option<&Map<String, Value>>,
+) -> Result<Option<String>, ApiError> {
+    let mut found: Option<String> = None;
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_owned());
+    let in_body = body
+        .and_then(|b| b.get("_rev"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    for candidate in [params.get("rev").cloned(), if_match, in_body]
+        .into_iter()
+        .flatten()
+    {
+        match &found {
+            Some(f) if *f != candidate => {
+                return Err(ApiError::bad_request("Revision IDs provided do not match"))
+            }
+            _ => found = Some(candidate),
+        }
+    }
+    Ok(found)
+}
+
+fn written_response(status: StatusCode, w: &Written) -> Response {
+    with_etag(
+        ok_json(status, json!({"id": w.id, "ok": true, "rev": w.rev})),
+        &w.rev,
+    )
+}
+
+async fn put_doc(
+    State(state): State<AppState>,
+    Path((name, docid)): Path<(String, String)>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    let body = json_object(body)?;
+    if body
+        .get("_id")
+        .is_some_and(|id| id.as_str() != Some(&docid))
+    {
+        return Err(ApiError::bad_request(
+            "The document ID provided in the body does not match the document ID in the path",
+        ));
+    }
+    let parent = parent_rev(&params, &headers, Some(&body))?;
+    let written = blocking(move || write_doc(&db, &docid, parent, body)).await?;
+    Ok(written_response(StatusCode::CREATED, &written))
+}
+
+async fn post_doc(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    let body = json_object(body)?;
+    let docid = match body.get("_id").and_then(Value::as_str) {
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let written = blocking(move || write_doc(&db, &docid, None, body)).await?;
+    let mut response = written_response(StatusCode::OK, &written);
+    if let Ok(v) = HeaderValue::from_str(&written.id) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+async fn delete_doc(
+    State(state): State<AppState>,
+    Path((name, docid)): Path<(String, String)>,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    let parent = parent_rev(&params, &headers, None)?;
+    let written = blocking(move || delete_rev(&db, &docid, parent)).await?;
+    Ok(written_response(StatusCode::OK, &written))
+}
+
+// ---------------------------------------------------------------------------------------
+// _all_docs, _bulk_docs, _changes
+
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params.get(name).is_some_and(|v| v == "true")
+}
+
+async fn all_docs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Params,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    let keys: Option<Vec<String>> = if method == Method::POST {
+        let body = json_object(body)?;
+        match body.get("keys") {
+            Some(Value::Array(keys)) => Some(
+                keys.iter()
+                    .map(|k| k.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| ApiError::bad_request("keys must be strings"))?,
+            ),
+            _ => return Err(ApiError::bad_request("Bad/missing keys")),
+        }
+    } else {
+        None
+    };
+    let include_docs = flag(&params, "include_docs");
+    let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok());
+    let body = blocking(move || {
+        let ids: Vec<String> = match keys {
+            Some(keys) => keys,
+            None => {
+                let mut ids = Vec::new();
+                for change in db.database.changes(0)? {
+                    let change = change?;
+                    if !change.deleted {
+                        ids.push(change.id);
+                    }
+                }
+                ids.sort();
+                ids
+            }
+        };
+        let mut rows = Vec::new();
+        for id in ids {
+            if limit.is_some_and(|l| rows.len() >= l) {
+                break;
+            }
+            match db.database.document(&id)? {
+                Some(doc) => {
+                    let mut row = json!({"key": id, "id": id,
+                        "value": {"rev": doc.revision_id().to_string()}});
+                    if include_docs {
+                        row["doc"] = doc_json(&doc);
+                    }
+                    rows.push(row);
+                }
+                None => rows.push(json!({"key": id, "error": "not_found", "status": 404})),
+            }
+        }
+        let total = db.database.count()?;
+        let seq = db.database.last_sequence()?;
+        Ok(json!({"rows": rows, "total_rows": total, "update_seq": seq}))
+    })
+    .await?;
+    Ok(ok_json(StatusCode::OK, body))
+}
+
+async fn bulk_docs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    let body = json_object(body)?;
+    if body.get("new_edits").and_then(Value::as_bool) == Some(false) {
+        return Err(ApiError::bad_request(
+            "new_edits=false is not supported yet",
+        ));
+    }
+    let Some(Value::Array(docs)) = body.get("docs").cloned() else {
+        return Err(ApiError::bad_request("Missing JSON 'docs' property"));
+    };
+    let results = blocking(move || {
+        let mut results = Vec::new();
+        for doc in docs {
+            let Value::Object(doc) = doc else {
+                results.push(json!({"status": 400, "error": "bad_request",
+                    "reason": "Document body must be a JSON object"}));
+                continue;
+            };
+            let docid = match doc.get("_id").and_then(Value::as_str) {
+                Some(id) => id.to_owned(),
+                None => uuid::Uuid::new_v4().simple().to_string(),
+            };
+            let parent = doc.get("_rev").and_then(Value::as_str).map(str::to_owned);
+            match write_doc(&db, &docid, parent, doc) {
+                Ok(w) => results.push(json!({"id": w.id, "rev": w.rev})),
+                Err(e) => results.push(json!({"id": docid, "status": e.status.as_u16(),
+                    "error": couch_error_name(e.status), "reason": e.reason})),
+            }
+        }
+        Ok(results)
+    })
+    .await?;
+    Ok(ok_json(StatusCode::CREATED, Value::Array(results)))
+}
+
+/// CouchDB's error names, used by `_bulk_docs` items.
+fn couch_error_name(status: StatusCode) -> String {
+    match status.as_u16() {
+        400 => "bad_request".into(),
+        401 => "unauthorized".into(),
+        403 => "forbidden".into(),
+        404 => "not_found".into(),
+        406 => "not_acceptable".into(),
+        409 => "conflict".into(),
+        412 => "file_exists".into(),
+        415 => "bad_content_type".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `since` as a plain number or a JSON string (`"12"`, or `"5:12"` → 12).
+fn parse_since(text: &str) -> Result<u64, ApiError> {
+    let text = text.trim().trim_matches('"');
+    let last = text.rsplit(':').next().unwrap_or(text);
+    last.parse()
+        .map_err(|_| ApiError::bad_request(format!("Invalid sequence {text:?}")))
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(mut params): Params,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (db, _) = state.authorized(&name, &headers)?;
+    if method == Method::POST {
+        for (k, v) in json_object(body)? {
+            let v = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            params.insert(k, v);
+        }
+    }
+    match params.get("feed").map(String::as_str) {
+        None | Some("normal") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "feed={other} is not supported yet (only normal)"
+            )))
+        }
+    }
+    if params.contains_key("filter") {
+        return Err(ApiError::bad_request("filters are not supported yet"));
+    }
+    let since = params.get("since").map_or(Ok(0), |s| parse_since(s))?;
+    let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok());
+    let include_docs = flag(&params, "include_docs");
+    let active_only = flag(&params, "active_only");
+    let body = blocking(move || {
+        let mut results = Vec::new();
+        let mut last_seq = since;
+        for change in db.database.changes(since)? {
+            let change = change?;
+            if limit.is_some_and(|l| results.len() >= l) {
+                break;
+            }
+            last_seq = change.sequence;
+            if active_only && change.deleted {
+                continue;
+            }
+            let mut entry = json!({"seq": change.sequence, "id": change.id,
+                "changes": [{"rev": change.rev.to_string()}]});
+            if change.deleted {
+                entry["deleted"] = Value::Bool(true);
+            }
+            if include_docs {
+                entry["doc"] = match db.database.document(&change.id)? {
+                    Some(doc) => doc_json(&doc),
+                    None => {
+                        json!({"_id": change.id, "_rev": change.rev.to_string(), "_deleted": true})
+                    }
+                };
+            }
+            results.push(entry);
+        }
+        Ok(json!({"results": results, "last_seq": last_seq.to_string()}))
+    })
+    .await?;
+    Ok(ok_json(StatusCode::OK, body))
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+
+fn user_ctx(db: &Db, principal: &Principal) -> Value {
+    let mut channels = Map::new();
+    channels.insert("!".into(), json!(1));
+    let name = principal.clone().unwrap_or_else(|| GUEST.to_owned());
+    if let Some(user) = db.users().get(&name) {
+        for ch in &user.admin_channels {
+            channels.insert(ch.clone(), json!(1));
+        }
+    }
+    json!({"ok": true, "userCtx": {"name": principal, "channels": channels},
+        "authentication_handlers": ["default", "cookie"]})
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (db, principal) = state.authorized(&name, &headers)?;
+    Ok(ok_json(StatusCode::OK, user_ctx(&db, &principal)))
+}
+
+async fn post_session(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    if state.admin {
+        // Admin: {"name":…, "ttl":…} creates a session without a password.
+        let body = json_object(body)?;
+        let user = body
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty() && *n != GUEST)
+            .ok_or_else(|| ApiError::bad_request("Invalid or missing user name"))?;
+        if !db.users().contains_key(user) {
+            return Err(ApiError::not_found(format!("No such user {user:?}")));
+        }
+        let ttl = match body.get("ttl") {
+            None => SESSION_TTL,
+            Some(v) => Duration::from_secs(
+                v.as_u64()
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| ApiError::bad_request("Invalid or missing ttl"))?,
+            ),
+        };
+        let (id, expires) = db.create_session(user, ttl);
+        return Ok(ok_json(
+            StatusCode::OK,
+            json!({"session_id": id, "expires": state::http_date(expires),
+                "cookie_name": SESSION_COOKIE}),
+        ));
+    }
+    let user = if headers.contains_key(header::AUTHORIZATION) {
+        db.authenticate(&headers)?
+            .ok_or_else(|| ApiError::unauthorized("Invalid login"))?
+    } else {
+        let body = json_object(body)?;
+        let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+        let password = body
+            .get("password")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        db.check_password(name, password)?;
+        name.to_owned()
+    };
+    let (id, expires) = db.create_session(&user, SESSION_TTL);
+    let mut response = ok_json(StatusCode::OK, user_ctx(&db, &Some(user)));
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; Path=/{}; Expires={}",
+        db.name,
+        state::http_date(expires)
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let Some(id) = state::cookie(&headers, SESSION_COOKIE) else {
+        return Err(ApiError::not_found("no session"));
+    };
+    if !db.delete_session(&id) {
+        return Err(ApiError::not_found("no session"));
+    }
+    let mut response = ok_json(StatusCode::OK, json!({"ok": true}));
+    let cookie = format!(
+        "{SESSION_COOKIE}=; Path=/{}; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        db.name
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+// ---------------------------------------------------------------------------------------
+// Users (admin port)
+
+fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 239
+        && name.chars().any(char::is_alphanumeric)
+        && !name.contains(['/', ':', ',', '`'])
+}
+
+/// Creates or updates a user from its JSON; `true` when created.
+fn upsert_user(db: &Db, name: &str, body: &Map<String, Value>) -> Result<bool, ApiError> {
+    if !valid_user_name(name) {
+        return Err(ApiError::bad_request("Invalid or missing user name"));
+    }
+    for key in body.keys() {
+        match key.as_str() {
+            "name" | "password" | "admin_channels" | "admin_roles" | "disabled" | "email" => {}
+            "all_channels" | "roles" => {
+                return Err(ApiError::bad_request("Can't change read-only properties"))
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown user property {other:?}"
+                )))
+            }
+        }
+    }
+    let password = match body.get("password") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if p.chars().count() >= 3 => Some(p.clone()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Passwords must be at least three characters",
+            ))
+        }
+    };
+    let channels = match body.get("admin_channels") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|c| c.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ApiError::bad_request("admin_channels must be strings"))?,
+        ),
+        Some(_) => return Err(ApiError::bad_request("admin_channels must be an array")),
+    };
+    let disabled = body.get("disabled").and_then(Value::as_bool);
+    let email = body.get("email").and_then(Value::as_str).map(str::to_owned);
+    let mut users = db.users();
+    let created = !users.contains_key(name);
+    if created && name != GUEST && password.is_none() {
+        return Err(ApiError::bad_request("Empty passwords are not allowed"));
+    }
+    let user = users.entry(name.to_owned()).or_default();
+    if let Some(p) = password {
+        user.password = Some(p);
+    }
+    if let Some(c) = channels {
+        user.admin_channels = c;
+    }
+    if let Some(d) = disabled {
+        user.disabled = d;
+    }
+    if email.is_some() {
+        user.email = email;
+    }
+    Ok(created)
+}
+
+async fn put_user(
+    State(state): State<AppState>,
+    Path((name, user)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    if body.get("name").is_some_and(|n| n.as_str() != Some(&user)) {
+        return Err(ApiError::bad_request("Name mismatch (can't change name)"));
+    }
+    let created = upsert_user(&db, &user, &body)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(status.into_response())
+}
+
+async fn post_user(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    let user = body
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("Missing name property"))?
+        .to_owned();
+    if db.users().contains_key(&user) {
+        return Err(ApiError::conflict("Already exists"));
+    }
+    upsert_user(&db, &user, &body)?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn get_user(
+    State(state): State<AppState>,
+    Path((name, user)): Path<(String, String)>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let users = db.users();
+    let u = users
+        .get(&user)
+        .ok_or_else(|| ApiError::not_found("missing"))?;
+    let mut all = u.admin_channels.clone();
+    all.push("!".into());
+    let mut body = json!({"name": user, "admin_channels": u.admin_channels,
+        "all_channels": all, "admin_roles": [], "roles": []});
+    if u.disabled {
+        body["disabled"] = Value::Bool(true);
+    }
+    if let Some(email) = &u.email {
+        body["email"] = Value::String(email.clone());
+    }
+    Ok(ok_json(StatusCode::OK, body))
+}
+
+async fn list_users(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let db = state.db(&name)?;
+    let mut names: Vec<String> = db.users().keys().filter(|n| *n != GUEST).cloned().collect();
+    names.sort();
+    Ok(ok_json(StatusCode::OK, json!(names)))
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    Path((name, user)): Path<(String, String)>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    if user == GUEST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The GUEST user cannot be deleted. Only disabled via an update.",
+        ));
+    }
+    if db.users().remove(&user).is_none() {
+        return Err(ApiError::not_found("missing"));
+    }
+    db.delete_sessions_of(&user);
+    Ok(StatusCode::OK.into_response())
+}
