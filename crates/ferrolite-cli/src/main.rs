@@ -72,13 +72,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     gateway.public_addr(),
                     gateway.admin_addr()
                 );
-                tokio::signal::ctrl_c()
-                    .await
-                    .context("waiting for Ctrl-C")?;
+                wait_for_stop_signal().await?;
+                eprintln!("ferrolite gateway: stopping");
                 gateway.shutdown().await;
                 Ok(())
             })
         }
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM: what a terminal or a service manager sends.
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C"),
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
     }
 }
 
