@@ -10,6 +10,7 @@ use ferrolite::MessageEndpointListener;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
+use crate::channels::Access;
 use crate::error::ApiError;
 use crate::rest::AppState;
 
@@ -32,8 +33,8 @@ pub(crate) async fn blipsync(
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
-    let db = match state.authorized(&name, headers) {
-        Ok((db, _)) => db,
+    let (db, access) = match state.reader(&name, headers) {
+        Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     if !header_has_token(headers.get(header::UPGRADE), "websocket") {
@@ -70,15 +71,18 @@ pub(crate) async fn blipsync(
 
     let on_upgrade = hyper::upgrade::on(&mut request);
     let database = db.database.clone();
+    let mut listener = MessageEndpointListener::new(&database);
+    if access != Access::All {
+        // Pull only the documents of the user's channels.
+        listener = listener.read_filter(move |id| db.can_read_id(&access, id));
+    }
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config =
                     ByteStreamConfig::passive().with_subprotocol(Some((*subprotocol).to_owned()));
                 let connection = byte_stream(TokioIo::new(upgraded), config).await;
-                let served = MessageEndpointListener::new(&database)
-                    .serve(connection)
-                    .await;
+                let served = listener.serve(connection).await;
                 if let Err(e) = served {
                     tracing::debug!(target: "ferrolite::gateway", database = %database.name(), "_blipsync session ended: {e}");
                 }

@@ -6,10 +6,16 @@
 //! legacy JSON shape. Documents written over REST go through the facade's
 //! [`Database`], so replication sees them at once.
 //!
-//! Not yet: channel filtering (every authenticated user reads every document), the sync
-//! function (stored, never run), persisted users and sessions (kept in memory).
+//! Reads are filtered by channel: documents are routed by the default sync function
+//! ([`channels::DefaultSyncRouter`], `channel(doc.channels)`), and a public request reads
+//! only documents in a channel of its user's `admin_channels` (`*` = all); the admin port
+//! reads everything. Over `_blipsync`, a public peer pulls only the documents it can read.
+//!
+//! Not yet: a configured (JavaScript) sync function (stored, never run), persisted users and
+//! sessions (kept in memory).
 
 mod blipsync;
+pub mod channels;
 pub mod config;
 mod error;
 mod rest;
@@ -96,7 +102,14 @@ impl Gateway {
                 name: name.clone(),
                 source,
             })?;
-            databases.insert(name.clone(), Arc::new(Db::new(name, database, db_config)));
+            let db = Db::new(name.clone(), database, db_config);
+            db.channels
+                .rebuild(&db.database, &*db.router)
+                .map_err(|source| GatewayError::Database {
+                    name: name.clone(),
+                    source,
+                })?;
+            databases.insert(name, Arc::new(db));
         }
         let shared = Arc::new(Shared { databases });
         let (stop, stopped) = watch::channel(false);

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use ferrolite::{ConcurrencyControl, Document, MutableDocument};
 use serde_json::{json, Map, Value};
 
+use crate::channels::Access;
 use crate::error::ApiError;
 use crate::state::{self, Db, Principal, Shared, GUEST, SESSION_COOKIE, SESSION_TTL};
 
@@ -90,6 +91,22 @@ impl AppState {
         }
         let principal = db.authenticate(headers)?;
         Ok((db, principal))
+    }
+
+    /// The database and what the request may read: everything on the admin port, the
+    /// user's channels on the public one.
+    pub(crate) fn reader(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<(Arc<Db>, Access), ApiError> {
+        let (db, principal) = self.authorized(name, headers)?;
+        let access = if self.admin {
+            Access::All
+        } else {
+            db.access_of(&principal)
+        };
+        Ok((db, access))
     }
 }
 
@@ -239,8 +256,18 @@ async fn get_doc(
     Query(params): Params,
     headers: HeaderMap,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
-    let doc = blocking(move || Ok(db.database.document(&docid)?)).await?;
+    let (db, access) = state.reader(&name, &headers)?;
+    let doc = blocking(move || {
+        let doc = db.database.document(&docid)?;
+        match doc {
+            // Sync Gateway answers 403 "forbidden" for a document in none of the user's channels.
+            Some(doc) if !db.can_read(&access, &doc) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden"))
+            }
+            other => Ok(other),
+        }
+    })
+    .await?;
     let Some(doc) = doc else {
         return Err(ApiError::not_found("missing"));
     };
@@ -282,6 +309,15 @@ fn write_doc(
         return delete_rev(db, docid, parent);
     }
     let existing = db.database.document(docid)?;
+    let routing = db
+        .router
+        .route(&body, existing.as_ref().map(Document::properties))
+        .map_err(|r| {
+            ApiError::new(
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+                r.message,
+            )
+        })?;
     let mut doc = match (existing, parent) {
         (Some(_), None) => return Err(ApiError::conflict("Document exists")),
         (None, Some(_)) => return Err(ApiError::conflict("Document revision conflict")),
@@ -304,6 +340,7 @@ fn write_doc(
         .revision_id()
         .map(ToString::to_string)
         .ok_or_else(|| ApiError::internal("the saved document has no revision"))?;
+    db.channels.set(docid, &rev, routing.channels);
     Ok(Written {
         id: docid.to_owned(),
         rev,
@@ -334,6 +371,7 @@ fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, A
         }
     }
     let rev = rev.ok_or_else(|| ApiError::internal("the tombstone is not in the change feed"))?;
+    db.channels.set_deleted(docid, &rev);
     Ok(Written {
         id: docid.to_owned(),
         rev,
@@ -445,7 +483,7 @@ async fn all_docs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, access) = state.reader(&name, &headers)?;
     let keys: Option<Vec<String>> = if method == Method::POST {
         let body = json_object(body)?;
         match body.get("keys") {
@@ -483,6 +521,8 @@ async fn all_docs(
                 break;
             }
             match db.database.document(&id)? {
+                // Rows the user cannot see are omitted.
+                Some(doc) if !db.can_read(&access, &doc) => {}
                 Some(doc) => {
                     let mut row = json!({"key": id, "id": id,
                         "value": {"rev": doc.revision_id().to_string()}});
@@ -494,7 +534,11 @@ async fn all_docs(
                 None => rows.push(json!({"key": id, "error": "not_found", "status": 404})),
             }
         }
-        let total = db.database.count()?;
+        let total = if access == Access::All {
+            db.database.count()?
+        } else {
+            rows.iter().filter(|r| r.get("error").is_none()).count() as u64
+        };
         let seq = db.database.last_sequence()?;
         Ok(json!({"rows": rows, "total_rows": total, "update_seq": seq}))
     })
@@ -574,7 +618,7 @@ async fn changes(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, access) = state.reader(&name, &headers)?;
     if method == Method::POST {
         for (k, v) in json_object(body)? {
             let v = match v {
@@ -611,14 +655,23 @@ async fn changes(
             if active_only && change.deleted {
                 continue;
             }
+            let current = db.database.document(&change.id)?;
+            let readable = match &current {
+                Some(doc) => db.can_read(&access, doc),
+                // A tombstone is seen by readers of the channels it left.
+                None => access.can_read(&db.channels.last_channels(&change.id)),
+            };
+            if !readable {
+                continue;
+            }
             let mut entry = json!({"seq": change.sequence, "id": change.id,
                 "changes": [{"rev": change.rev.to_string()}]});
             if change.deleted {
                 entry["deleted"] = Value::Bool(true);
             }
             if include_docs {
-                entry["doc"] = match db.database.document(&change.id)? {
-                    Some(doc) => doc_json(&doc),
+                entry["doc"] = match &current {
+                    Some(doc) => doc_json(doc),
                     None => {
                         json!({"_id": change.id, "_rev": change.rev.to_string(), "_deleted": true})
                     }

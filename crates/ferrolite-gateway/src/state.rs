@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap};
 use base64::Engine as _;
 use ferrolite::Database;
 
+use crate::channels::{Access, ChannelIndex, DefaultSyncRouter, SyncRouter};
 use crate::config::{DatabaseConfig, UserConfig};
 use crate::error::ApiError;
 
@@ -46,6 +47,10 @@ pub(crate) struct Db {
     pub(crate) config: DatabaseConfig,
     /// Microseconds since the epoch when the database was loaded.
     pub(crate) start_time: u64,
+    /// Routes written revisions into channels (the default sync function for now).
+    pub(crate) router: Arc<dyn SyncRouter>,
+    /// The channels of every document.
+    pub(crate) channels: ChannelIndex,
     users: Mutex<HashMap<String, User>>,
     sessions: Mutex<HashMap<String, Session>>,
 }
@@ -74,6 +79,8 @@ impl Db {
             database,
             config,
             start_time,
+            router: Arc::new(DefaultSyncRouter),
+            channels: ChannelIndex::default(),
             users: Mutex::new(users),
             sessions: Mutex::new(HashMap::new()),
         }
@@ -163,6 +170,32 @@ impl Db {
             Ok(None)
         } else {
             Err(ApiError::unauthorized("Login required"))
+        }
+    }
+
+    /// What a public request of `principal` (`None` = GUEST) may read: its user's
+    /// `admin_channels` (`*` = everything) and the public channel `!`.
+    pub(crate) fn access_of(&self, principal: &Principal) -> Access {
+        let name = principal.as_deref().unwrap_or(GUEST);
+        let users = self.users();
+        Access::of_channels(users.get(name).map_or(&[][..], |u| &u.admin_channels))
+    }
+
+    /// Whether `access` may read the live document `doc`.
+    pub(crate) fn can_read(&self, access: &Access, doc: &ferrolite::Document) -> bool {
+        *access == Access::All || access.can_read(&self.channels.channels_of(doc, &*self.router))
+    }
+
+    /// Whether `access` may read document `id`: its current revision's channels, or a
+    /// tombstone's last channels.
+    pub(crate) fn can_read_id(&self, access: &Access, id: &str) -> bool {
+        if *access == Access::All {
+            return true;
+        }
+        match self.database.document(id) {
+            Ok(Some(doc)) => self.can_read(access, &doc),
+            Ok(None) => access.can_read(&self.channels.last_channels(id)),
+            Err(_) => false,
         }
     }
 

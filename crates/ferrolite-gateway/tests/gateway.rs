@@ -391,3 +391,179 @@ async fn ferrolite_client_pulls_over_blipsync() {
     );
     g.shutdown().await;
 }
+
+/// Starts a gateway whose user `ann` reads channel "a", with docs "a1" in "a", "b1" in "b",
+/// "ab" in both, and "none" in no channel, all written on the admin port.
+async fn start_with_channels() -> Gateway {
+    let g = start(r#","ann":{"password":"annpass","admin_channels":["a"]}"#).await;
+    let c = Client::new();
+    for (id, body) in [
+        ("a1", json!({"channels":"a","n":1})),
+        ("b1", json!({"channels":["b"],"n":2})),
+        ("ab", json!({"channels":["a","b"],"n":3})),
+        ("none", json!({"n":4})),
+    ] {
+        let r = c
+            .put(admin(&g, &format!("/db/{id}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    g
+}
+
+fn ids(rows: &Value, key: &str) -> Vec<String> {
+    let mut ids: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[key].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_reads_are_filtered_by_channel() {
+    let g = start_with_channels().await;
+    let c = Client::new();
+    let get = |path: &str, user: &str, pass: &str| {
+        c.get(public(&g, path))
+            .basic_auth(user, Some(pass.to_owned()))
+            .send()
+    };
+    assert_eq!(get("/db/a1", "ann", "annpass").await.unwrap().status(), 200);
+    assert_eq!(get("/db/ab", "ann", "annpass").await.unwrap().status(), 200);
+    for id in ["b1", "none"] {
+        let r = get(&format!("/db/{id}"), "ann", "annpass").await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{id}");
+        assert_eq!(
+            json_of(r).await,
+            json!({"error":"Forbidden","reason":"forbidden"})
+        );
+    }
+    // A missing document is still 404.
+    assert_eq!(
+        get("/db/nope", "ann", "annpass").await.unwrap().status(),
+        404
+    );
+
+    let body = json_of(
+        get("/db/_all_docs?include_docs=true", "ann", "annpass")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ids(&body["rows"], "id"), ["a1", "ab"]);
+    assert_eq!(body["total_rows"], 2);
+    let body = json_of(get("/db/_changes", "ann", "annpass").await.unwrap()).await;
+    assert_eq!(ids(&body["results"], "id"), ["a1", "ab"]);
+
+    // alice has "*": everything, as on the admin port.
+    let body = json_of(get("/db/_all_docs", "alice", "secret").await.unwrap()).await;
+    assert_eq!(ids(&body["rows"], "id"), ["a1", "ab", "b1", "none"]);
+    assert_eq!(
+        get("/db/b1", "alice", "secret").await.unwrap().status(),
+        200
+    );
+    let body = json_of(c.get(admin(&g, "/db/_changes")).send().await.unwrap()).await;
+    assert_eq!(ids(&body["results"], "id"), ["a1", "ab", "b1", "none"]);
+    let body = json_of(c.get(admin(&g, "/db/_all_docs")).send().await.unwrap()).await;
+    assert_eq!(ids(&body["rows"], "id"), ["a1", "ab", "b1", "none"]);
+    assert_eq!(
+        c.get(admin(&g, "/db/none")).send().await.unwrap().status(),
+        200
+    );
+
+    // Moving a1 to "b" hides it from ann; its deletion is seen by readers of the
+    // channels it was in.
+    let rev = json_of(c.get(admin(&g, "/db/ab")).send().await.unwrap()).await["_rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = c
+        .delete(admin(&g, &format!("/db/ab?rev={rev}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rev = json_of(c.get(admin(&g, "/db/a1")).send().await.unwrap()).await["_rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = c
+        .put(admin(&g, &format!("/db/a1?rev={rev}")))
+        .json(&json!({"channels":"b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        get("/db/a1", "ann", "annpass").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let body = json_of(get("/db/_changes", "ann", "annpass").await.unwrap()).await;
+    assert_eq!(ids(&body["results"], "id"), ["ab"]);
+    assert_eq!(body["results"][0]["deleted"], true);
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_reads_its_channels() {
+    let g = start(r#","GUEST":{"disabled":false,"admin_channels":["pub"]}"#).await;
+    let c = Client::new();
+    for (id, ch) in [("p", "pub"), ("q", "priv"), ("bang", "!")] {
+        let r = c
+            .put(admin(&g, &format!("/db/{id}")))
+            .json(&json!({ "channels": ch }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    assert_eq!(
+        c.get(public(&g, "/db/p")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(public(&g, "/db/bang")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(public(&g, "/db/q")).send().await.unwrap().status(),
+        403
+    );
+    let body = json_of(c.get(public(&g, "/db/_all_docs")).send().await.unwrap()).await;
+    assert_eq!(ids(&body["rows"], "id"), ["bang", "p"]);
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blipsync_pulls_only_readable_documents() {
+    let g = start_with_channels().await;
+    let url = format!("ws://{}/db", g.public_addr());
+    let (ann, alice) = tokio::task::spawn_blocking(move || {
+        let pull = |user: &str, pass: &str| {
+            let phone = ferrolite::Database::open_in_memory(user).unwrap();
+            let config = ReplicatorConfiguration::new(&phone, Endpoint::url(&url).unwrap())
+                .replicator_type(ReplicatorType::Pull)
+                .authenticator(Authenticator::basic(user, pass));
+            match ferrolite::sync_once(config, Duration::from_secs(20)) {
+                SyncOutcome::NewData { document_ids, .. } => {
+                    let mut ids = document_ids.clone();
+                    ids.sort();
+                    ids
+                }
+                other => panic!("expected new data, got {other:?}"),
+            }
+        };
+        (pull("ann", "annpass"), pull("alice", "secret"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(ann, ["a1", "ab"]);
+    assert_eq!(alice, ["a1", "ab", "b1", "none"]);
+    g.shutdown().await;
+}

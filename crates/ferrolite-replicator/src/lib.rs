@@ -129,5 +129,5 @@ pub use config::{
 pub use conflict::{Conflict, ConflictResolution, ConflictResolver, ConflictingRevision};
 pub use error::{code, domain, ReplicatorError};
 pub use filter::{DocumentFlags, FilterRevision, ReplicationFilter, REJECTED_BY_FILTER};
-pub use passive::{serve_passive, PassiveOptions};
+pub use passive::{serve_passive, PassiveOptions, ReadFilter};
 pub use replicator::Replicator;

@@ -31,8 +31,12 @@ const DEFAULT_BATCH: u32 = 200;
 /// batches, as in the active pusher (`active::MAX_REVS_IN_FLIGHT`).
 const MAX_REVS_IN_FLIGHT: usize = 400;
 
+/// Decides, by document ID, whether the peer may read a document (see
+/// [`PassiveOptions::read_filter`]).
+pub type ReadFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Options of [`serve_passive`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PassiveOptions {
     /// Refuse incoming revisions: `proposeChanges`, `changes` and `rev` from the peer are
     /// answered `HTTP 403`.
@@ -41,6 +45,20 @@ pub struct PassiveOptions {
     /// that says `deltas=true`) nor offered to a pusher (`deltas` in our replies), and a
     /// received delta is refused with `HTTP 400 "Deltas are disabled for this peer"`.
     pub disable_deltas: bool,
+    /// Which documents the peer may pull: `subChanges` feeds skip the rows of documents
+    /// for which it returns `false` (called with the document ID, on a blocking thread).
+    /// `None`: every document.
+    pub read_filter: Option<ReadFilter>,
+}
+
+impl std::fmt::Debug for PassiveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassiveOptions")
+            .field("read_only", &self.read_only)
+            .field("disable_deltas", &self.disable_deltas)
+            .field("read_filter", &self.read_filter.is_some())
+            .finish()
+    }
 }
 
 impl PassiveOptions {
@@ -276,6 +294,7 @@ impl Passive {
             continuous: sub.continuous,
             active_only: sub.active_only,
             doc_ids: sub.doc_ids.map(|ids| ids.into_iter().collect()),
+            read_filter: self.options.read_filter.clone(),
         };
         self.feed = Some(tokio::spawn(async move {
             if let Err(err) = feed.run().await {
@@ -499,6 +518,8 @@ struct Feed {
     continuous: bool,
     active_only: bool,
     doc_ids: Option<HashSet<String>>,
+    /// Documents the peer may not read are skipped.
+    read_filter: Option<ReadFilter>,
 }
 
 /// A row of the feed with what is needed to send its revision.
@@ -545,6 +566,7 @@ impl Feed {
         let batch = self.batch;
         let active_only = self.active_only;
         let doc_ids = self.doc_ids.clone();
+        let read_filter = self.read_filter.clone();
         self.db
             .call(move |store| {
                 let mut rows = Vec::new();
@@ -561,6 +583,9 @@ impl Feed {
                             .as_ref()
                             .is_some_and(|ids| !ids.contains(&change.id))
                         {
+                            continue;
+                        }
+                        if read_filter.as_ref().is_some_and(|f| !f(&change.id)) {
                             continue;
                         }
                         let body_size = store.get(&change.id)?.and_then(|r| {

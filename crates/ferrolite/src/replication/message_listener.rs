@@ -48,6 +48,14 @@ impl MessageEndpointListener {
         self
     }
 
+    /// Peers pull only the documents for which `filter` (called with the document ID, on a
+    /// blocking thread) returns `true`; the others are left out of their change feeds.
+    /// Used by the gateway for channel access.
+    pub fn read_filter(mut self, filter: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.options.read_filter = Some(std::sync::Arc::new(filter));
+        self
+    }
+
     /// Serves one connection in the background and returns at once. Fails when the
     /// database is closed.
     pub fn accept(&self, connection: Connection) -> Result<()> {
