@@ -396,6 +396,17 @@ fn json_array<T>(items: &[T], write: impl Fn(&T, &mut String)) -> bytes::Bytes {
     bytes_of(body)
 }
 
+/// The items of a JSON array body (`null` or empty = none), each read by `read` with its index.
+fn json_entries<T>(
+    body: &[u8],
+    read: impl Fn(usize, &Value) -> Result<T, MessageError>,
+) -> Result<Vec<T>, MessageError> {
+    match json_array_or_null(body)? {
+        None => Ok(Vec::new()),
+        Some(items) => items.iter().enumerate().map(|(i, e)| read(i, e)).collect(),
+    }
+}
+
 fn json_array_or_null(body: &[u8]) -> Result<Option<Vec<Value>>, MessageError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -516,14 +527,7 @@ impl ChangesReply {
     /// Decodes the reply to a `changes` we sent (an empty or `null` body = want none).
     pub fn from_response(msg: &Message) -> Result<ChangesReply, MessageError> {
         props::check_response(msg)?;
-        let entries = match json_array_or_null(&msg.body)? {
-            None => Vec::new(),
-            Some(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, e)| ChangesReplyEntry::from_json(i, e))
-                .collect::<Result<_, _>>()?,
-        };
+        let entries = json_entries(&msg.body, ChangesReplyEntry::from_json)?;
         Ok(ChangesReply {
             entries,
             max_history: props::optional_number(msg, "maxHistory")?,
@@ -750,14 +754,7 @@ impl ProposeChangesReply {
     /// Decodes the reply to a `proposeChanges` we sent.
     pub fn from_response(msg: &Message) -> Result<ProposeChangesReply, MessageError> {
         props::check_response(msg)?;
-        let entries = match json_array_or_null(&msg.body)? {
-            None => Vec::new(),
-            Some(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, e)| ProposeStatus::from_json(i, e))
-                .collect::<Result<_, _>>()?,
-        };
+        let entries = json_entries(&msg.body, ProposeStatus::from_json)?;
         Ok(ProposeChangesReply {
             entries,
             max_history: props::optional_number(msg, "maxHistory")?,
