@@ -1,17 +1,38 @@
 //! Channels: routing documents into channels (the sync function's `channel()`), the index of
 //! each document's channels, and what a user may read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::SystemTime;
 use std::fmt::Debug;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ferrolite::{Database, Document, Properties};
 use serde_json::Value;
 
-/// Where a revision goes: the channels it belongs to.
+/// Where a revision goes and what it grants: the outcome of the sync function.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
-    /// The channels of the revision, without duplicates, in first-seen order.
+    /// `channel()`: the channels of the revision, without duplicates, in first-seen order
+    /// (`["*"]` alone when `*` was named).
+    pub channels: Vec<String>,
+    /// `access()`: channels granted to each principal, a user name or `role:<name>`
+    /// (`*` is never granted this way).
+    pub access: BTreeMap<String, Vec<String>>,
+    /// `role()`: roles granted to each user, by role name (without the `role:` prefix).
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// `expiry()`: when the document expires.
+    pub expiry: Option<SystemTime>,
+}
+
+/// The writing user, as the sync function's `require*` helpers see it; a write on the admin
+/// port has none, and every `require*` check passes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserContext {
+    /// The user's name (`""` for GUEST).
+    pub name: String,
+    /// The user's roles (plain names).
+    pub roles: Vec<String>,
+    /// The channels the user may read.
     pub channels: Vec<String>,
 }
 
@@ -25,14 +46,22 @@ pub struct Reject {
     pub message: String,
 }
 
-/// Decides the channels of each new revision: the role of Sync Gateway's sync function.
+/// Decides the channels and grants of each new revision, or refuses it: the role of Sync
+/// Gateway's sync function.
 ///
 /// [`DefaultSyncRouter`] is Sync Gateway's default, `function(doc){channel(doc.channels);}`;
-/// a JavaScript sync function will implement the same trait.
+/// the JavaScript sync function implements the same trait.
 pub trait SyncRouter: Debug + Send + Sync {
-    /// The routing of `doc` (the new revision's properties), given the current revision's
-    /// properties `old` (`None` for a new document), or why the write is refused.
-    fn route(&self, doc: &Properties, old: Option<&Properties>) -> Result<Routing, Reject>;
+    /// The routing of `doc` (the new revision's properties plus `_id`, `_rev`, and
+    /// `_deleted: true` for a deletion), given `old` (the current revision's properties
+    /// plus `_id`; `None` for a new document) and the writing `user` (`None` on the admin
+    /// port), or why the write is refused.
+    fn route(
+        &self,
+        doc: &Properties,
+        old: Option<&Properties>,
+        user: Option<&UserContext>,
+    ) -> Result<Routing, Reject>;
 }
 
 /// Sync Gateway's default sync function: the `channels` property, a string or an array of
@@ -42,7 +71,12 @@ pub trait SyncRouter: Debug + Send + Sync {
 pub struct DefaultSyncRouter;
 
 impl SyncRouter for DefaultSyncRouter {
-    fn route(&self, doc: &Properties, _old: Option<&Properties>) -> Result<Routing, Reject> {
+    fn route(
+        &self,
+        doc: &Properties,
+        _old: Option<&Properties>,
+        _user: Option<&UserContext>,
+    ) -> Result<Routing, Reject> {
         let mut channels: Vec<String> = Vec::new();
         let mut add = |name: &str| {
             if !name.is_empty() && !channels.iter().any(|c| c == name) {
@@ -58,7 +92,10 @@ impl SyncRouter for DefaultSyncRouter {
         if channels.iter().any(|c| c == "*") {
             channels = vec!["*".to_owned()];
         }
-        Ok(Routing { channels })
+        Ok(Routing {
+            channels,
+            ..Routing::default()
+        })
     }
 }
 
@@ -136,7 +173,7 @@ impl ChannelIndex {
             }
         }
         let channels = router
-            .route(doc.properties(), None)
+            .route(doc.properties(), None, None)
             .map(|r| r.channels)
             .unwrap_or_default();
         self.set(doc.id(), &rev, channels.clone());
@@ -191,7 +228,7 @@ mod tests {
             panic!("not an object")
         };
         DefaultSyncRouter
-            .route(&props, None)
+            .route(&props, None, None)
             .map(|r| r.channels)
             .unwrap_or_default()
     }

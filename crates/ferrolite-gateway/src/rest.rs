@@ -311,7 +311,7 @@ fn write_doc(
     let existing = db.database.document(docid)?;
     let routing = db
         .router
-        .route(&body, existing.as_ref().map(Document::properties))
+        .route(&body, existing.as_ref().map(Document::properties), None)
         .map_err(|r| {
             ApiError::new(
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),

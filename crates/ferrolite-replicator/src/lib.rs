@@ -105,6 +105,7 @@
 //! # });
 //! ```
 
+mod access;
 mod active;
 mod blobs;
 mod checkpoint;
@@ -129,5 +130,6 @@ pub use config::{
 pub use conflict::{Conflict, ConflictResolution, ConflictResolver, ConflictingRevision};
 pub use error::{code, domain, ReplicatorError};
 pub use filter::{DocumentFlags, FilterRevision, ReplicationFilter, REJECTED_BY_FILTER};
+pub use access::{ChannelChange, IncomingWrite, PeerAccess, WriteRejected};
 pub use passive::{serve_passive, PassiveOptions, ReadFilter};
 pub use replicator::Replicator;
