@@ -55,7 +55,7 @@ struct Rule {
 /// storage crate knows no network, the protocol crate is sans-IO and does not reach into
 /// storage, the transport crate knows neither storage nor the protocol, the replicator does
 /// not reach up into the facade.
-const LAYERING: [Rule; 5] = [
+const LAYERING: [Rule; 6] = [
     Rule {
         package: "ferrolite-document",
         forbidden: &[
@@ -92,6 +92,11 @@ const LAYERING: [Rule; 5] = [
     Rule {
         package: "ferrolite-replicator",
         forbidden: &["ferrolite", "axum"],
+        optional: true,
+    },
+    Rule {
+        package: "ferrolite-sync-function",
+        forbidden: &["ferrolite", "ferrolite-storage", "tokio", "axum"],
         optional: true,
     },
 ];

@@ -61,8 +61,12 @@ pub trait PeerAccess: Send + Sync {
     /// The changes after `since` of documents that are, or were until that change, in any
     /// of `channels`, in increasing sequence order, at most `limit` rows, one per document
     /// (its latest change).
-    fn changes_in(&self, channels: &HashSet<String>, since: u64, limit: usize)
-        -> Vec<ChannelChange>;
+    fn changes_in(
+        &self,
+        channels: &HashSet<String>,
+        since: u64,
+        limit: usize,
+    ) -> Vec<ChannelChange>;
 
     /// The IDs of the documents whose current revision is in any of `channels`.
     fn documents_in(&self, channels: &HashSet<String>) -> Vec<String>;

@@ -122,6 +122,7 @@ mod pending;
 mod push_retry;
 mod replicator;
 
+pub use access::{ChannelChange, IncomingWrite, PeerAccess, WriteRejected};
 pub use config::{
     ActivityLevel, Direction, ListenerToken, Progress, ReplicatedDocument, ReplicatorConfig,
     ReplicatorStatus, ReplicatorType, SyncOutcome, DEFAULT_CHECKPOINT_INTERVAL,
@@ -130,6 +131,5 @@ pub use config::{
 pub use conflict::{Conflict, ConflictResolution, ConflictResolver, ConflictingRevision};
 pub use error::{code, domain, ReplicatorError};
 pub use filter::{DocumentFlags, FilterRevision, ReplicationFilter, REJECTED_BY_FILTER};
-pub use access::{ChannelChange, IncomingWrite, PeerAccess, WriteRejected};
 pub use passive::{serve_passive, PassiveOptions, ReadFilter};
 pub use replicator::Replicator;
