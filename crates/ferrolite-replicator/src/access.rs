@@ -1,7 +1,7 @@
 //! [`PeerAccess`]: what one passive peer may read and write, decided by channels (the
 //! gateway's users, channels and sync function).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ferrolite_document::RevId;
 use tokio::sync::watch;
@@ -50,9 +50,14 @@ pub struct WriteRejected {
 ///
 /// Methods are called on blocking threads, never on the async runtime.
 pub trait PeerAccess: Send + Sync {
-    /// The channels the peer may read now (always including the public `!`); `None` means
-    /// every document, without channel filtering.
-    fn readable_channels(&self) -> Option<HashSet<String>>;
+    /// The channels the peer may read now (always including the public `!`), each with the
+    /// database sequence at which it became readable (0: from the start); `None` means every
+    /// document, without channel filtering.
+    ///
+    /// A feed starting after `since` sends the whole content of the channels that became
+    /// readable at or after `since` (their documents are new to the peer even when their
+    /// sequences are older).
+    fn readable_channels(&self) -> Option<HashMap<String, u64>>;
 
     /// A receiver whose value changes whenever the channel index gains an entry or the
     /// peer's access may have changed; continuous feeds wait on it.
