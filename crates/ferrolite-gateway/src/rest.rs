@@ -12,10 +12,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use ferrolite::{ConcurrencyControl, Document, MutableDocument};
+use base64::Engine as _;
+use ferrolite::{Blob, ConcurrencyControl, Document, MutableDocument};
 use serde_json::{json, Map, Value};
 
-use crate::channels::Access;
+use crate::channels::{Access, Routing, UserContext};
+use crate::principals::{hash_password, Role, User};
 use crate::error::ApiError;
 use crate::state::{self, Db, Principal, Shared, GUEST, SESSION_COOKIE, SESSION_TTL};
 
@@ -55,6 +57,11 @@ pub(crate) fn router(state: AppState) -> Router {
             .route(
                 "/{db}/_user/{name}",
                 put(put_user).get(get_user).delete(delete_user),
+            )
+            .route("/{db}/_role/", get(list_roles).post(post_role))
+            .route(
+                "/{db}/_role/{name}",
+                put(put_role).get(get_role).delete(delete_role),
             );
     }
     router
@@ -91,6 +98,17 @@ impl AppState {
         }
         let principal = db.authenticate(headers)?;
         Ok((db, principal))
+    }
+
+    /// The database and the writer as the sync function sees it: `None` on the admin port.
+    pub(crate) fn writer(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<(Arc<Db>, Option<UserContext>), ApiError> {
+        let (db, principal) = self.authorized(name, headers)?;
+        let writer = (!self.admin).then(|| db.user_context(&principal));
+        Ok((db, writer))
     }
 
     /// The database and what the request may read: everything on the admin port, the
@@ -261,7 +279,7 @@ async fn get_doc(
         let doc = db.database.document(&docid)?;
         match doc {
             // Sync Gateway answers 403 "forbidden" for a document in none of the user's channels.
-            Some(doc) if !db.can_read(&access, &doc) => {
+            Some(doc) if !db.can_read_id(&access, doc.id()) => {
                 Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden"))
             }
             other => Ok(other),
@@ -282,43 +300,128 @@ async fn get_doc(
 }
 
 /// The outcome of one document write: its ID and new revision.
-struct Written {
+pub(crate) struct Written {
     id: String,
     rev: String,
 }
 
+/// The sync function's view of a refused write.
+fn rejected(r: crate::channels::Reject) -> ApiError {
+    ApiError::new(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+        r.message,
+    )
+}
+
+/// Runs the sync function on a new revision of `docid`: `props` (without the `_id`/`_rev`
+/// keys, which are added), over the current revision `existing`, written by `writer`
+/// (`None` on the admin port).
+fn route(
+    db: &Db,
+    docid: &str,
+    props: &Map<String, Value>,
+    deleted: bool,
+    existing: Option<&Document>,
+    writer: Option<&UserContext>,
+) -> Result<Routing, ApiError> {
+    let mut doc = props.clone();
+    doc.insert("_id".into(), Value::String(docid.to_owned()));
+    if deleted {
+        doc.insert("_deleted".into(), Value::Bool(true));
+    }
+    let old = existing.map(|current| {
+        let mut old = current.properties().clone();
+        old.insert("_id".into(), Value::String(docid.to_owned()));
+        old
+    });
+    db.router.route(&doc, old.as_ref(), writer).map_err(rejected)
+}
+
+/// Sets the blobs of Sync Gateway's inline attachments (`"_attachments": {"name":
+/// {"content_type": …, "data": "<base64>"}}`) as top-level blob properties: `name`, or the
+/// property a `blob_/name` attachment names. Stubs (`"stub": true`) are left alone: their
+/// blob is already a property.
+fn set_inline_attachments(
+    doc: &mut MutableDocument,
+    attachments: Option<Value>,
+) -> Result<(), ApiError> {
+    let Some(attachments) = attachments else {
+        return Ok(());
+    };
+    let Value::Object(attachments) = attachments else {
+        return Err(ApiError::bad_request("_attachments must be an object"));
+    };
+    for (name, att) in attachments {
+        let Value::Object(att) = att else {
+            return Err(ApiError::bad_request(format!(
+                "attachment {name:?} must be an object"
+            )));
+        };
+        let Some(data) = att.get("data") else {
+            continue;
+        };
+        let bytes = data
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("attachment {name:?}: data is not base64"))
+            })?;
+        let content_type = att
+            .get("content_type")
+            .and_then(Value::as_str)
+            .unwrap_or("application/octet-stream");
+        let property = attachment_property(&name)?;
+        doc.set_blob(property, Blob::from_bytes(content_type, bytes));
+    }
+    Ok(())
+}
+
+/// The top-level property an attachment name stands for: `blob_/image` → `image`, any other
+/// name → itself.
+pub(crate) fn attachment_property(name: &str) -> Result<String, ApiError> {
+    let property = match name.strip_prefix("blob_/") {
+        Some(pointer) if !pointer.contains('/') => pointer.replace("~1", "/").replace("~0", "~"),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "only attachments of top-level properties can be written",
+            ))
+        }
+        None => name.to_owned(),
+    };
+    if property.is_empty() || property.starts_with('_') || property.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid attachment name {name:?}"
+        )));
+    }
+    Ok(property)
+}
+
 /// Writes `body` as a new revision of `docid` on top of `parent` (Sync Gateway's PUT
 /// rules: no parent on a live document → 409 "Document exists"; a stale parent → 409
-/// "Document revision conflict").
+/// "Document revision conflict"), after the sync function accepted it.
 fn write_doc(
     db: &Db,
     docid: &str,
     parent: Option<String>,
     mut body: Map<String, Value>,
+    writer: Option<&UserContext>,
 ) -> Result<Written, ApiError> {
     body.remove("_id");
     body.remove("_rev");
-    body.remove("_attachments");
+    let attachments = body.remove("_attachments");
     body.remove("_revisions");
-    if body.keys().any(|k| k == "_sync" || k.starts_with("_sync_")) {
+    body.remove("_exp");
+    if body.keys().any(|k| k.starts_with('_') && k != "_deleted") {
         return Err(ApiError::bad_request(
             "user defined top level properties beginning with '_' are not allowed in document body",
         ));
     }
     if body.remove("_deleted").and_then(|v| v.as_bool()) == Some(true) {
-        return delete_rev(db, docid, parent);
+        return delete_rev(db, docid, parent, writer);
     }
     let existing = db.database.document(docid)?;
-    let routing = db
-        .router
-        .route(&body, existing.as_ref().map(Document::properties), None)
-        .map_err(|r| {
-            ApiError::new(
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
-                r.message,
-            )
-        })?;
-    let mut doc = match (existing, parent) {
+    let mut doc = match (&existing, parent) {
         (Some(_), None) => return Err(ApiError::conflict("Document exists")),
         (None, Some(_)) => return Err(ApiError::conflict("Document revision conflict")),
         (None, None) => MutableDocument::with_id(docid),
@@ -330,6 +433,18 @@ fn write_doc(
         }
     };
     doc.set_properties(body);
+    set_inline_attachments(&mut doc, attachments)?;
+    save_routed(db, doc, existing.as_ref(), writer)
+}
+
+/// Routes and saves `doc` over `existing`, then indexes it.
+pub(crate) fn save_routed(
+    db: &Db,
+    mut doc: MutableDocument,
+    existing: Option<&Document>,
+    writer: Option<&UserContext>,
+) -> Result<Written, ApiError> {
+    let routing = route(db, doc.id(), doc.properties(), false, existing, writer)?;
     if !db
         .database
         .save_with_concurrency_control(&mut doc, ConcurrencyControl::FailOnConflict)?
@@ -340,15 +455,20 @@ fn write_doc(
         .revision_id()
         .map(ToString::to_string)
         .ok_or_else(|| ApiError::internal("the saved document has no revision"))?;
-    db.channels.set(docid, &rev, routing.channels);
+    db.index_written(doc.id(), &rev, routing);
     Ok(Written {
-        id: docid.to_owned(),
+        id: doc.id().to_owned(),
         rev,
     })
 }
 
 /// Deletes `docid` at revision `parent`, returning the tombstone's revision.
-fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, ApiError> {
+fn delete_rev(
+    db: &Db,
+    docid: &str,
+    parent: Option<String>,
+    writer: Option<&UserContext>,
+) -> Result<Written, ApiError> {
     let current = db
         .database
         .document(docid)?
@@ -356,6 +476,7 @@ fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, A
     if parent.as_deref() != Some(current.revision_id().to_string().as_str()) {
         return Err(ApiError::conflict("Document revision conflict"));
     }
+    let routing = route(db, docid, &Map::new(), true, Some(&current), writer)?;
     if !db
         .database
         .delete_with_concurrency_control(&current, ConcurrencyControl::FailOnConflict)?
@@ -371,7 +492,7 @@ fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, A
         }
     }
     let rev = rev.ok_or_else(|| ApiError::internal("the tombstone is not in the change feed"))?;
-    db.channels.set_deleted(docid, &rev);
+    db.index_written(docid, &rev, routing);
     Ok(Written {
         id: docid.to_owned(),
         rev,
@@ -421,7 +542,7 @@ async fn put_doc(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let body = json_object(body)?;
     if body
         .get("_id")
@@ -432,7 +553,8 @@ async fn put_doc(
         ));
     }
     let parent = parent_rev(&params, &headers, Some(&body))?;
-    let written = blocking(move || write_doc(&db, &docid, parent, body)).await?;
+    let written =
+        blocking(move || write_doc(&db, &docid, parent, body, writer.as_ref())).await?;
     Ok(written_response(StatusCode::CREATED, &written))
 }
 
@@ -442,13 +564,14 @@ async fn post_doc(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let body = json_object(body)?;
     let docid = match body.get("_id").and_then(Value::as_str) {
         Some(id) => id.to_owned(),
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
-    let written = blocking(move || write_doc(&db, &docid, None, body)).await?;
+    let written =
+        blocking(move || write_doc(&db, &docid, None, body, writer.as_ref())).await?;
     let mut response = written_response(StatusCode::OK, &written);
     if let Ok(v) = HeaderValue::from_str(&written.id) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -462,9 +585,9 @@ async fn delete_doc(
     Query(params): Params,
     headers: HeaderMap,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let parent = parent_rev(&params, &headers, None)?;
-    let written = blocking(move || delete_rev(&db, &docid, parent)).await?;
+    let written = blocking(move || delete_rev(&db, &docid, parent, writer.as_ref())).await?;
     Ok(written_response(StatusCode::OK, &written))
 }
 
@@ -522,7 +645,7 @@ async fn all_docs(
             }
             match db.database.document(&id)? {
                 // Rows the user cannot see are omitted.
-                Some(doc) if !db.can_read(&access, &doc) => {}
+                Some(doc) if !db.can_read_id(&access, doc.id()) => {}
                 Some(doc) => {
                     let mut row = json!({"key": id, "id": id,
                         "value": {"rev": doc.revision_id().to_string()}});
@@ -552,7 +675,7 @@ async fn bulk_docs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let body = json_object(body)?;
     if body.get("new_edits").and_then(Value::as_bool) == Some(false) {
         return Err(ApiError::bad_request(
@@ -575,7 +698,7 @@ async fn bulk_docs(
                 None => uuid::Uuid::new_v4().simple().to_string(),
             };
             let parent = doc.get("_rev").and_then(Value::as_str).map(str::to_owned);
-            match write_doc(&db, &docid, parent, doc) {
+            match write_doc(&db, &docid, parent, doc, writer.as_ref()) {
                 Ok(w) => results.push(json!({"id": w.id, "rev": w.rev})),
                 Err(e) => results.push(json!({"id": docid, "status": e.status.as_u16(),
                     "error": couch_error_name(e.status), "reason": e.reason})),
@@ -655,15 +778,11 @@ async fn changes(
             if active_only && change.deleted {
                 continue;
             }
-            let current = db.database.document(&change.id)?;
-            let readable = match &current {
-                Some(doc) => db.can_read(&access, doc),
-                // A tombstone is seen by readers of the channels it left.
-                None => access.can_read(&db.channels.last_channels(&change.id)),
-            };
-            if !readable {
+            // A tombstone is seen by readers of the channels it left.
+            if !db.can_read_id(&access, &change.id) {
                 continue;
             }
+            let current = db.database.document(&change.id)?;
             let mut entry = json!({"seq": change.sequence, "id": change.id,
                 "changes": [{"rev": change.rev.to_string()}]});
             if change.deleted {
@@ -690,11 +809,14 @@ async fn changes(
 
 fn user_ctx(db: &Db, principal: &Principal) -> Value {
     let mut channels = Map::new();
-    channels.insert("!".into(), json!(1));
-    let name = principal.clone().unwrap_or_else(|| GUEST.to_owned());
-    if let Some(user) = db.users().get(&name) {
-        for ch in &user.admin_channels {
-            channels.insert(ch.clone(), json!(1));
+    match db.access_of(principal) {
+        Access::All => {
+            channels.insert("*".into(), json!(1));
+        }
+        Access::Channels(map) => {
+            for (c, seq) in map {
+                channels.insert(c, json!(seq.max(1)));
+            }
         }
     }
     json!({"ok": true, "userCtx": {"name": principal, "channels": channels},
@@ -725,7 +847,7 @@ async fn post_session(
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty() && *n != GUEST)
             .ok_or_else(|| ApiError::bad_request("Invalid or missing user name"))?;
-        if !db.users().contains_key(user) {
+        if db.principals.user(user).is_none() {
             return Err(ApiError::not_found(format!("No such user {user:?}")));
         }
         let ttl = match body.get("ttl") {
@@ -736,7 +858,10 @@ async fn post_session(
                     .ok_or_else(|| ApiError::bad_request("Invalid or missing ttl"))?,
             ),
         };
-        let (id, expires) = db.create_session(user, ttl);
+        let (id, expires) = db
+            .principals
+            .create_session(user, ttl)
+            .map_err(ApiError::internal)?;
         return Ok(ok_json(
             StatusCode::OK,
             json!({"session_id": id, "expires": state::http_date(expires),
@@ -756,7 +881,10 @@ async fn post_session(
         db.check_password(name, password)?;
         name.to_owned()
     };
-    let (id, expires) = db.create_session(&user, SESSION_TTL);
+    let (id, expires) = db
+        .principals
+        .create_session(&user, SESSION_TTL)
+        .map_err(ApiError::internal)?;
     let mut response = ok_json(StatusCode::OK, user_ctx(&db, &Some(user)));
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/{}; Expires={}",
@@ -778,7 +906,7 @@ async fn delete_session(
     let Some(id) = state::cookie(&headers, SESSION_COOKIE) else {
         return Err(ApiError::not_found("no session"));
     };
-    if !db.delete_session(&id) {
+    if !db.principals.delete_session(&id).map_err(ApiError::internal)? {
         return Err(ApiError::not_found("no session"));
     }
     let mut response = ok_json(StatusCode::OK, json!({"ok": true}));
@@ -800,6 +928,35 @@ fn valid_user_name(name: &str) -> bool {
         && name.len() <= 239
         && name.chars().any(char::is_alphanumeric)
         && !name.contains(['/', ':', ',', '`'])
+}
+
+/// A list of names from a JSON array of strings.
+fn string_list(value: Option<&Value>, what: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|c| c.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{what} must be strings"))),
+        Some(_) => Err(ApiError::bad_request(format!("{what} must be an array"))),
+    }
+}
+
+/// Keeps the grant sequences of the names still listed; new names are granted at `since`.
+fn regrant(
+    current: &std::collections::BTreeMap<String, u64>,
+    names: Vec<String>,
+    since: u64,
+) -> std::collections::BTreeMap<String, u64> {
+    names
+        .into_iter()
+        .map(|n| {
+            let seq = current.get(&n).copied().unwrap_or(since);
+            (n, seq)
+        })
+        .collect()
 }
 
 /// Creates or updates a user from its JSON; `true` when created.
@@ -829,37 +986,44 @@ fn upsert_user(db: &Db, name: &str, body: &Map<String, Value>) -> Result<bool, A
             ))
         }
     };
-    let channels = match body.get("admin_channels") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|c| c.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| ApiError::bad_request("admin_channels must be strings"))?,
-        ),
-        Some(_) => return Err(ApiError::bad_request("admin_channels must be an array")),
-    };
+    let channels = string_list(body.get("admin_channels"), "admin_channels")?;
+    let roles = string_list(body.get("admin_roles"), "admin_roles")?;
     let disabled = body.get("disabled").and_then(Value::as_bool);
     let email = body.get("email").and_then(Value::as_str).map(str::to_owned);
-    let mut users = db.users();
-    let created = !users.contains_key(name);
+    let created = db.principals.user(name).is_none();
     if created && name != GUEST && password.is_none() {
         return Err(ApiError::bad_request("Empty passwords are not allowed"));
     }
-    let user = users.entry(name.to_owned()).or_default();
-    if let Some(p) = password {
-        user.password = Some(p);
+    let hash = match &password {
+        Some(p) => Some(hash_password(p).ok_or_else(|| ApiError::internal("cannot hash"))?),
+        None => None,
+    };
+    let since = db.database.last_sequence()?;
+    db.principals
+        .update(|users, _| {
+            let user = users.entry(name.to_owned()).or_insert_with(User::default);
+            if hash.is_some() {
+                user.password_hash = hash;
+            }
+            if let Some(c) = channels {
+                user.admin_channels = regrant(&user.admin_channels, c, since);
+            }
+            if let Some(r) = roles {
+                user.admin_roles = regrant(&user.admin_roles, r, since);
+            }
+            if let Some(d) = disabled {
+                user.disabled = d;
+            }
+            if email.is_some() {
+                user.email = email;
+            }
+        })
+        .map_err(ApiError::internal)?;
+    if password.is_some() {
+        db.principals.forget_verified(name);
     }
-    if let Some(c) = channels {
-        user.admin_channels = c;
-    }
-    if let Some(d) = disabled {
-        user.disabled = d;
-    }
-    if email.is_some() {
-        user.email = email;
-    }
+    // Access may have changed: live feeds look again.
+    db.notify_changed();
     Ok(created)
 }
 
@@ -873,7 +1037,7 @@ async fn put_user(
     if body.get("name").is_some_and(|n| n.as_str() != Some(&user)) {
         return Err(ApiError::bad_request("Name mismatch (can't change name)"));
     }
-    let created = upsert_user(&db, &user, &body)?;
+    let created = blocking(move || upsert_user(&db, &user, &body)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -894,11 +1058,15 @@ async fn post_user(
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("Missing name property"))?
         .to_owned();
-    if db.users().contains_key(&user) {
+    if db.principals.user(&user).is_some() {
         return Err(ApiError::conflict("Already exists"));
     }
-    upsert_user(&db, &user, &body)?;
+    blocking(move || upsert_user(&db, &user, &body)).await?;
     Ok(StatusCode::CREATED.into_response())
+}
+
+fn sorted_keys<V>(map: &std::collections::BTreeMap<String, V>) -> Vec<String> {
+    map.keys().cloned().collect()
 }
 
 async fn get_user(
@@ -906,14 +1074,20 @@ async fn get_user(
     Path((name, user)): Path<(String, String)>,
 ) -> ApiResult {
     let db = state.db(&name)?;
-    let users = db.users();
-    let u = users
-        .get(&user)
+    let u = db
+        .principals
+        .user(&user)
         .ok_or_else(|| ApiError::not_found("missing"))?;
-    let mut all = u.admin_channels.clone();
-    all.push("!".into());
-    let mut body = json!({"name": user, "admin_channels": u.admin_channels,
-        "all_channels": all, "admin_roles": [], "roles": []});
+    let principal = (user != GUEST).then(|| user.clone());
+    let mut all: Vec<String> = match db.access_of(&principal) {
+        Access::All => vec!["*".to_owned()],
+        Access::Channels(m) => m.into_keys().collect(),
+    };
+    all.sort();
+    let mut roles: Vec<String> = db.roles_of(&user).into_keys().collect();
+    roles.sort();
+    let mut body = json!({"name": user, "admin_channels": sorted_keys(&u.admin_channels),
+        "all_channels": all, "admin_roles": sorted_keys(&u.admin_roles), "roles": roles});
     if u.disabled {
         body["disabled"] = Value::Bool(true);
     }
@@ -925,9 +1099,7 @@ async fn get_user(
 
 async fn list_users(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let db = state.db(&name)?;
-    let mut names: Vec<String> = db.users().keys().filter(|n| *n != GUEST).cloned().collect();
-    names.sort();
-    Ok(ok_json(StatusCode::OK, json!(names)))
+    Ok(ok_json(StatusCode::OK, json!(db.principals.user_names())))
 }
 
 async fn delete_user(
@@ -941,9 +1113,130 @@ async fn delete_user(
             "The GUEST user cannot be deleted. Only disabled via an update.",
         ));
     }
-    if db.users().remove(&user).is_none() {
+    let removed = db
+        .principals
+        .update(|users, _| users.remove(&user).is_some())
+        .map_err(ApiError::internal)?;
+    if !removed {
         return Err(ApiError::not_found("missing"));
     }
-    db.delete_sessions_of(&user);
+    db.principals.forget_verified(&user);
+    db.principals
+        .delete_sessions_of(&user)
+        .map_err(ApiError::internal)?;
+    db.notify_changed();
+    Ok(StatusCode::OK.into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Roles (admin port)
+
+async fn put_role(
+    State(state): State<AppState>,
+    Path((name, role)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    if body.get("name").is_some_and(|n| n.as_str() != Some(&role)) {
+        return Err(ApiError::bad_request("Name mismatch (can't change name)"));
+    }
+    let created = upsert_role(&db, &role, &body)?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+    .into_response())
+}
+
+async fn post_role(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    let role = body
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("Missing name property"))?
+        .to_owned();
+    if db.principals.role(&role).is_some() {
+        return Err(ApiError::conflict("Already exists"));
+    }
+    upsert_role(&db, &role, &body)?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+fn upsert_role(db: &Db, role: &str, body: &Map<String, Value>) -> Result<bool, ApiError> {
+    if !valid_user_name(role) {
+        return Err(ApiError::bad_request("Invalid or missing role name"));
+    }
+    for key in body.keys() {
+        match key.as_str() {
+            "name" | "admin_channels" => {}
+            "all_channels" => {
+                return Err(ApiError::bad_request("Can't change read-only properties"))
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown role property {other:?}"
+                )))
+            }
+        }
+    }
+    let channels = string_list(body.get("admin_channels"), "admin_channels")?;
+    let since = db.database.last_sequence()?;
+    let created = db
+        .principals
+        .update(|_, roles| {
+            let created = !roles.contains_key(role);
+            let r = roles.entry(role.to_owned()).or_insert_with(Role::default);
+            if let Some(c) = channels {
+                r.admin_channels = regrant(&r.admin_channels, c, since);
+            }
+            created
+        })
+        .map_err(ApiError::internal)?;
+    db.notify_changed();
+    Ok(created)
+}
+
+async fn get_role(
+    State(state): State<AppState>,
+    Path((name, role)): Path<(String, String)>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let r = db
+        .principals
+        .role(&role)
+        .ok_or_else(|| ApiError::not_found("missing"))?;
+    let mut all = sorted_keys(&r.admin_channels);
+    all.push("!".to_owned());
+    Ok(ok_json(
+        StatusCode::OK,
+        json!({"name": role, "admin_channels": sorted_keys(&r.admin_channels), "all_channels": all}),
+    ))
+}
+
+async fn list_roles(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let db = state.db(&name)?;
+    Ok(ok_json(StatusCode::OK, json!(db.principals.role_names())))
+}
+
+async fn delete_role(
+    State(state): State<AppState>,
+    Path((name, role)): Path<(String, String)>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let removed = db
+        .principals
+        .update(|_, roles| roles.remove(&role).is_some())
+        .map_err(ApiError::internal)?;
+    if !removed {
+        return Err(ApiError::not_found("missing"));
+    }
+    db.notify_changed();
     Ok(StatusCode::OK.into_response())
 }
