@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-
 pub use ferrolite_sync_function::{DefaultSyncRouter, Reject, Routing, SyncRouter, UserContext};
 
 /// The routing of one document's latest change, as the index keeps it.
@@ -108,12 +107,12 @@ impl ChannelIndex {
                     }
                 }
             }
-            for (principal, _) in &old.access {
+            for principal in old.access.keys() {
                 if let Some(m) = state.access.get_mut(principal) {
                     m.remove(id);
                 }
             }
-            for (user, _) in &old.roles {
+            for user in old.roles.keys() {
                 if let Some(m) = state.roles.get_mut(user) {
                     m.remove(id);
                 }

@@ -1,23 +1,25 @@
 //! A Sync-Gateway-compatible server for ferrolite databases.
 //!
-//! [`Gateway`] serves Sync Gateway's REST API (a subset: documents, `_all_docs`,
-//! `_bulk_docs`, `_changes`, users, sessions) and `/{db}/_blipsync` replication on a
-//! public and an admin listener, configured by a [`GatewayConfig`] in Sync Gateway's
-//! legacy JSON shape. Documents written over REST go through the facade's
-//! [`Database`], so replication sees them at once.
+//! [`Gateway`] serves Sync Gateway's REST API (documents, attachments, `_all_docs`,
+//! `_bulk_docs`, `_changes`, users, roles, sessions) and `/{db}/_blipsync` replication on a
+//! public and an admin listener, configured by a [`GatewayConfig`] in Sync Gateway's legacy
+//! JSON shape. Documents written over REST go through the facade's [`Database`], so
+//! replication sees them at once.
 //!
-//! Reads are filtered by channel: documents are routed by the default sync function
-//! ([`channels::DefaultSyncRouter`], `channel(doc.channels)`), and a public request reads
-//! only documents in a channel of its user's `admin_channels` (`*` = all); the admin port
-//! reads everything. Over `_blipsync`, a public peer pulls only the documents it can read.
-//!
-//! Not yet: a configured (JavaScript) sync function (stored, never run), persisted users and
-//! sessions (kept in memory).
+//! Every write, over REST or replication, goes through the database's sync function (the
+//! configured JavaScript, or [`channels::DefaultSyncRouter`], `channel(doc.channels)`),
+//! which routes it into channels, grants access and roles, or refuses it. An indexer keeps
+//! each channel's log of changes, so a user's feed reads only its channels. Public requests
+//! see only documents in the channels their user can read (`admin_channels`, roles,
+//! `access()` grants, the public `!`; `*` = all); the admin port sees everything. Users,
+//! roles and sessions are saved beside the database, passwords as Argon2id hashes.
 
 mod blipsync;
 pub mod channels;
 pub mod config;
 mod error;
+mod feeds;
+mod peer;
 mod principals;
 mod rest;
 mod state;
@@ -40,6 +42,10 @@ use crate::config::DatabaseConfig;
 use crate::principals::{hash_password, Principals, PrincipalsError, Role, User, GUEST};
 use crate::rest::AppState;
 use crate::state::{Db, Shared};
+use ferrolite_sync_function::{JsOptions, JsSyncFunction};
+
+/// How long a stopping gateway waits for its replication sessions to end.
+const SESSION_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where the gateway keeps its databases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +153,8 @@ impl Gateway {
                 name: name.clone(),
                 message,
             })?;
-            let db = Arc::new(Db::new(name.clone(), database, router, principals));
+            let deltas = db_config.delta_sync.as_ref().is_some_and(|d| d.enabled);
+            let db = Arc::new(Db::new(name.clone(), database, router, principals, deltas));
             db.catch_up().map_err(|source| GatewayError::Database {
                 name: name.clone(),
                 source,
@@ -155,8 +162,8 @@ impl Gateway {
             indexers.push((db.clone(), start_indexer(&db)));
             databases.insert(name, db);
         }
-        let shared = Arc::new(Shared { databases });
         let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared::new(databases, stopped.clone()));
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
         for (addr, is_admin) in [(public, false), (admin, true)] {
@@ -217,6 +224,8 @@ impl Gateway {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Sessions were told to close (1001) by the same signal; their last writes commit.
+        self.shared.drain_sessions(SESSION_DRAIN).await;
         for (db, token) in self.indexers {
             db.database.remove_change_listener(token);
         }
@@ -230,9 +239,17 @@ impl Gateway {
 
 /// The database's routing: its configured sync function, or the default.
 fn sync_router(config: &DatabaseConfig) -> Result<Arc<dyn SyncRouter>, String> {
-    match config.sync.as_deref().map(str::trim) {
-        None | Some("") => Ok(Arc::new(DefaultSyncRouter)),
-        Some(_source) => Ok(Arc::new(DefaultSyncRouter)),
+    match config.sync.as_deref() {
+        None => Ok(Arc::new(DefaultSyncRouter)),
+        Some(source) if source.trim().is_empty() => Ok(Arc::new(DefaultSyncRouter)),
+        Some(source) => {
+            let mut options = JsOptions::default();
+            if let Some(secs) = config.javascript_timeout_secs.filter(|s| *s > 0) {
+                options = options.with_time_limit(std::time::Duration::from_secs(secs));
+            }
+            let function = JsSyncFunction::new(source, options).map_err(|e| e.to_string())?;
+            Ok(Arc::new(function))
+        }
     }
 }
 

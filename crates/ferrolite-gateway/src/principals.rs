@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use password_hash::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
@@ -108,8 +108,11 @@ pub(crate) fn hash_password(password: &str) -> Option<String> {
 }
 
 pub(crate) fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -368,9 +371,7 @@ mod tests {
             );
         })
         .unwrap();
-        let (session, _) = p
-            .create_session("alice", Duration::from_secs(60))
-            .unwrap();
+        let (session, _) = p.create_session("alice", Duration::from_secs(60)).unwrap();
         assert!(p.check_password("alice", "secret"));
         assert!(p.check_password("alice", "secret"), "cached");
         assert!(!p.check_password("alice", "wrong"));

@@ -1,12 +1,12 @@
-//! The REST API: root, database info, documents, `_all_docs`, `_bulk_docs`, `_changes`,
-//! users and sessions.
+//! The REST API: root, database info, documents and their attachments, `_all_docs`,
+//! `_bulk_docs`, `_changes` (feeds in [`crate::feeds`]), `_purge`, users and sessions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,8 +17,9 @@ use ferrolite::{Blob, ConcurrencyControl, Document, MutableDocument};
 use serde_json::{json, Map, Value};
 
 use crate::channels::{Access, Routing, UserContext};
-use crate::principals::{hash_password, Role, User};
 use crate::error::ApiError;
+use crate::feeds::{self, Reader};
+use crate::principals::{hash_password, Role, User};
 use crate::state::{self, Db, Principal, Shared, GUEST, SESSION_COOKIE, SESSION_TTL};
 
 /// Largest request body accepted (Sync Gateway's document limit is 20 MB).
@@ -50,9 +51,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/{db}/{docid}",
             get(get_doc).put(put_doc).delete(delete_doc),
+        )
+        .route(
+            "/{db}/{docid}/{*attachment}",
+            get(get_attachment).put(put_attachment),
         );
     if state.admin {
         router = router
+            .route("/{db}/_purge", post(purge))
             .route("/{db}/_user/", get(list_users).post(post_user))
             .route(
                 "/{db}/_user/{name}",
@@ -129,7 +135,7 @@ impl AppState {
 }
 
 /// Runs blocking database work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -137,15 +143,20 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-/// A JSON object from a request body: 413 when too large, 400 when malformed.
-fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
-    let bytes = body.map_err(|e| {
+/// A request body: 413 when too large.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Document too large!")
         } else {
             ApiError::new(e.status(), e.body_text())
         }
-    })?;
+    })
+}
+
+/// A JSON object from a request body: 413 when too large, 400 when malformed.
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let bytes = body_bytes(body)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("Document body is empty"));
     }
@@ -206,7 +217,7 @@ async fn db_info(
 // Documents
 
 /// A document as the REST API shows it: `_id`, `_rev`, properties, `_attachments` stubs.
-fn doc_json(doc: &Document) -> Value {
+pub(crate) fn doc_json(doc: &Document) -> Value {
     let mut body = Map::new();
     body.insert("_id".into(), Value::String(doc.id().to_owned()));
     body.insert("_rev".into(), Value::String(doc.revision_id().to_string()));
@@ -334,7 +345,9 @@ fn route(
         old.insert("_id".into(), Value::String(docid.to_owned()));
         old
     });
-    db.router.route(&doc, old.as_ref(), writer).map_err(rejected)
+    db.router
+        .route(&doc, old.as_ref(), writer)
+        .map_err(rejected)
 }
 
 /// Sets the blobs of Sync Gateway's inline attachments (`"_attachments": {"name":
@@ -388,8 +401,7 @@ pub(crate) fn attachment_property(name: &str) -> Result<String, ApiError> {
         }
         None => name.to_owned(),
     };
-    if property.is_empty() || property.starts_with('_') || property.chars().any(char::is_control)
-    {
+    if property.is_empty() || property.starts_with('_') || property.chars().any(char::is_control) {
         return Err(ApiError::bad_request(format!(
             "invalid attachment name {name:?}"
         )));
@@ -553,8 +565,7 @@ async fn put_doc(
         ));
     }
     let parent = parent_rev(&params, &headers, Some(&body))?;
-    let written =
-        blocking(move || write_doc(&db, &docid, parent, body, writer.as_ref())).await?;
+    let written = blocking(move || write_doc(&db, &docid, parent, body, writer.as_ref())).await?;
     Ok(written_response(StatusCode::CREATED, &written))
 }
 
@@ -570,8 +581,7 @@ async fn post_doc(
         Some(id) => id.to_owned(),
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
-    let written =
-        blocking(move || write_doc(&db, &docid, None, body, writer.as_ref())).await?;
+    let written = blocking(move || write_doc(&db, &docid, None, body, writer.as_ref())).await?;
     let mut response = written_response(StatusCode::OK, &written);
     if let Ok(v) = HeaderValue::from_str(&written.id) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -725,14 +735,6 @@ fn couch_error_name(status: StatusCode) -> String {
     }
 }
 
-/// `since` as a plain number or a JSON string (`"12"`, or `"5:12"` → 12).
-fn parse_since(text: &str) -> Result<u64, ApiError> {
-    let text = text.trim().trim_matches('"');
-    let last = text.rsplit(':').next().unwrap_or(text);
-    last.parse()
-        .map_err(|_| ApiError::bad_request(format!("Invalid sequence {text:?}")))
-}
-
 async fn changes(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -741,67 +743,204 @@ async fn changes(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, access) = state.reader(&name, &headers)?;
+    let (db, principal) = state.authorized(&name, &headers)?;
     if method == Method::POST {
-        for (k, v) in json_object(body)? {
-            let v = match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            params.insert(k, v);
+        let bytes = body_bytes(body)?;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            // Parameters in the query string win over those of the body.
+            for (k, v) in json_object(Ok(bytes))? {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                params.entry(k).or_insert(v);
+            }
         }
     }
-    match params.get("feed").map(String::as_str) {
-        None | Some("normal") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "feed={other} is not supported yet (only normal)"
-            )))
-        }
+    let reader = if state.admin {
+        Reader::Admin
+    } else {
+        Reader::User(principal)
+    };
+    feeds::changes(db, reader, &params).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Attachments and purge
+
+/// 400 for a document ID or attachment name holding control characters.
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!("invalid {what} {name:?}")));
     }
-    if params.contains_key("filter") {
-        return Err(ApiError::bad_request("filters are not supported yet"));
-    }
-    let since = params.get("since").map_or(Ok(0), |s| parse_since(s))?;
-    let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok());
-    let include_docs = flag(&params, "include_docs");
-    let active_only = flag(&params, "active_only");
-    let body = blocking(move || {
-        let mut results = Vec::new();
-        let mut last_seq = since;
-        for change in db.database.changes(since)? {
-            let change = change?;
-            if limit.is_some_and(|l| results.len() >= l) {
-                break;
-            }
-            last_seq = change.sequence;
-            if active_only && change.deleted {
-                continue;
-            }
-            // A tombstone is seen by readers of the channels it left.
-            if !db.can_read_id(&access, &change.id) {
-                continue;
-            }
-            let current = db.database.document(&change.id)?;
-            let mut entry = json!({"seq": change.sequence, "id": change.id,
-                "changes": [{"rev": change.rev.to_string()}]});
-            if change.deleted {
-                entry["deleted"] = Value::Bool(true);
-            }
-            if include_docs {
-                entry["doc"] = match &current {
-                    Some(doc) => doc_json(doc),
-                    None => {
-                        json!({"_id": change.id, "_rev": change.rev.to_string(), "_deleted": true})
-                    }
+    Ok(())
+}
+
+/// The database, document ID and attachment name of an attachment URL, checked.
+fn attachment_path(
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<(String, String, String), ApiError> {
+    let Path((db, docid, attachment)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_name("document ID", &docid)?;
+    check_name("attachment name", &attachment)?;
+    Ok((db, docid, attachment))
+}
+
+/// The blob an attachment name stands for in `doc`: `blob_<JSON pointer>` (as `_attachments`
+/// names them), or a top-level property.
+fn attachment_blob(doc: &Document, name: &str) -> Option<Blob> {
+    let properties = doc.properties();
+    let value = match name.strip_prefix("blob_") {
+        Some(pointer) if pointer.starts_with('/') => {
+            let mut steps = pointer[1..]
+                .split('/')
+                .map(|s| s.replace("~1", "/").replace("~0", "~"));
+            let first = steps.next()?;
+            let mut value = properties.get(&first)?;
+            for step in steps {
+                value = match value {
+                    Value::Object(map) => map.get(&step)?,
+                    Value::Array(items) => items.get(step.parse::<usize>().ok()?)?,
+                    _ => return None,
                 };
             }
-            results.push(entry);
+            value
         }
-        Ok(json!({"results": results, "last_seq": last_seq.to_string()}))
+        _ => properties.get(name)?,
+    };
+    Blob::from_dict(value.as_object()?)
+}
+
+async fn get_attachment(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (name, docid, attachment) = attachment_path(path)?;
+    let (db, access) = state.reader(&name, &headers)?;
+    let wanted = params.get("rev").cloned();
+    let (blob, content) = blocking(move || {
+        let doc = db
+            .database
+            .document(&docid)?
+            .ok_or_else(|| ApiError::not_found("missing"))?;
+        if !db.can_read_id(&access, doc.id()) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden"));
+        }
+        if wanted.is_some_and(|w| w != doc.revision_id().to_string()) {
+            return Err(ApiError::not_found("missing"));
+        }
+        let blob = attachment_blob(&doc, &attachment)
+            .ok_or_else(|| ApiError::not_found("missing attachment"))?;
+        let content = db.database.blob_content(&blob)?;
+        Ok((blob, content))
     })
     .await?;
-    Ok(ok_json(StatusCode::OK, body))
+    let mut response = (StatusCode::OK, content).into_response();
+    let content_type = blob
+        .content_type()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    if let Some(digest) = blob.digest() {
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+            response.headers_mut().insert(header::ETAG, v);
+        }
+    }
+    Ok(response)
+}
+
+async fn put_attachment(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (name, docid, attachment) = attachment_path(path)?;
+    let (db, writer) = state.writer(&name, &headers)?;
+    let bytes = body_bytes(body)?;
+    let property = attachment_property(&attachment)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let parent = parent_rev(&params, &headers, None)?;
+    let written = blocking(move || {
+        let blob = Blob::from_bytes(&content_type, bytes);
+        put_blob(&db, &docid, parent, &property, blob, writer.as_ref())
+    })
+    .await?;
+    Ok(written_response(StatusCode::CREATED, &written))
+}
+
+/// Sets blob property `property` of `docid` on a new revision over `parent` (the PUT rules
+/// of [`write_doc`]), creating the document when it does not exist and no parent is given.
+fn put_blob(
+    db: &Db,
+    docid: &str,
+    parent: Option<String>,
+    property: &str,
+    blob: Blob,
+    writer: Option<&UserContext>,
+) -> Result<Written, ApiError> {
+    let existing = db.database.document(docid)?;
+    let mut doc = match (&existing, parent) {
+        (Some(_), None) => return Err(ApiError::conflict("Document exists")),
+        (None, Some(_)) => return Err(ApiError::conflict("Document revision conflict")),
+        (None, None) => MutableDocument::with_id(docid),
+        (Some(current), Some(parent)) => {
+            if current.revision_id().to_string() != parent {
+                return Err(ApiError::conflict("Document revision conflict"));
+            }
+            current.to_mutable()
+        }
+    };
+    doc.set_blob(property, blob);
+    save_routed(db, doc, existing.as_ref(), writer)
+}
+
+/// `POST /{db}/_purge` (admin): `{"<docid>": ["*"], …}` purges each document (no tombstone)
+/// and answers `{"purged": {"<docid>": ["*"], …}}` with those that existed. Only `["*"]`
+/// (every revision) is supported; other revision lists are ignored.
+async fn purge(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    let mut ids = Vec::new();
+    for (id, revs) in body {
+        let Value::Array(revs) = revs else {
+            return Err(ApiError::bad_request(format!(
+                "the revisions of {id:?} must be an array"
+            )));
+        };
+        if revs.len() == 1 && revs[0] == "*" {
+            ids.push(id);
+        }
+    }
+    let purged = blocking(move || {
+        let mut purged = Map::new();
+        for id in ids {
+            match db.database.purge(&id) {
+                Ok(()) => {}
+                Err(e) if e.code() == ferrolite::ErrorCode::NotFound as i32 => continue,
+                Err(e) => return Err(e.into()),
+            }
+            db.channels.remove(&id);
+            purged.insert(id, json!(["*"]));
+        }
+        db.notify_changed();
+        Ok(purged)
+    })
+    .await?;
+    Ok(ok_json(StatusCode::OK, json!({"purged": purged})))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -906,7 +1045,11 @@ async fn delete_session(
     let Some(id) = state::cookie(&headers, SESSION_COOKIE) else {
         return Err(ApiError::not_found("no session"));
     };
-    if !db.principals.delete_session(&id).map_err(ApiError::internal)? {
+    if !db
+        .principals
+        .delete_session(&id)
+        .map_err(ApiError::internal)?
+    {
         return Err(ApiError::not_found("no session"));
     }
     let mut response = ok_json(StatusCode::OK, json!({"ok": true}));

@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use crate::channels::{Access, ChannelIndex, DocEntry, Routing, SyncRouter, UserContext};
 use crate::error::ApiError;
-pub(crate) use crate::principals::GUEST;
 use crate::principals::Principals;
+pub(crate) use crate::principals::GUEST;
 
 /// Sync Gateway's session cookie name.
 pub(crate) const SESSION_COOKIE: &str = "SyncGatewaySession";
@@ -33,6 +33,8 @@ pub(crate) struct Db {
     pub(crate) channels: ChannelIndex,
     /// Users, roles and sessions.
     pub(crate) principals: Principals,
+    /// Whether deltas are offered to and accepted from peers (`delta_sync.enabled`).
+    pub(crate) deltas: bool,
     /// Bumped when the channel index gains entries or anyone's access may have changed.
     changed: watch::Sender<u64>,
     /// Routings computed when a revision was checked, used when its commit is indexed:
@@ -51,6 +53,7 @@ impl Db {
         database: Database,
         router: Arc<dyn SyncRouter>,
         principals: Principals,
+        deltas: bool,
     ) -> Db {
         let start_time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -62,6 +65,7 @@ impl Db {
             router,
             channels: ChannelIndex::default(),
             principals,
+            deltas,
             changed: watch::channel(0).0,
             pending: Mutex::new(HashMap::new()),
             indexed: Mutex::new(0),
@@ -265,7 +269,10 @@ impl Db {
 
     /// The writing user as the sync function sees it (`None` on the admin port).
     pub(crate) fn user_context(&self, principal: &Principal) -> UserContext {
-        let mut roles: Vec<String> = self.roles_of(principal.as_deref().unwrap_or(GUEST)).into_keys().collect();
+        let mut roles: Vec<String> = self
+            .roles_of(principal.as_deref().unwrap_or(GUEST))
+            .into_keys()
+            .collect();
         roles.sort();
         let mut channels: Vec<String> = match self.access_of(principal) {
             Access::All => vec!["*".to_owned()],
@@ -342,10 +349,49 @@ pub(crate) fn http_date(time: SystemTime) -> String {
     format!("{weekday}, {d:02} {month_name} {year} {h:02}:{m:02}:{s:02} GMT")
 }
 
-/// Shared by the listeners: the databases by name.
-#[derive(Debug, Default)]
+/// Shared by the listeners: the databases by name, and the replication sessions.
+#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) databases: HashMap<String, Arc<Db>>,
+    /// Becomes `true` when the gateway stops: sessions close with 1001.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// The `_blipsync` sessions running.
+    sessions: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        databases: HashMap<String, Arc<Db>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            databases,
+            shutdown,
+            sessions: Mutex::new(tokio::task::JoinSet::new()),
+        }
+    }
+
+    /// Runs a replication session, tracked so that a stopping gateway waits for it.
+    pub(crate) fn spawn_session(
+        &self,
+        session: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget the sessions that ended.
+        while sessions.try_join_next().is_some() {}
+        sessions.spawn(session);
+    }
+
+    /// Waits up to `limit` for the sessions to end (they were told to close), then aborts
+    /// the rest.
+    pub(crate) async fn drain_sessions(&self, limit: Duration) {
+        let mut sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(PoisonError::into_inner));
+        let drain = async { while sessions.join_next().await.is_some() {} };
+        if tokio::time::timeout(limit, drain).await.is_err() {
+            sessions.abort_all();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,13 @@ impl MessageEndpointListener {
         }
     }
 
+    /// With `true`, no delta sync with peers: deltas are neither sent nor offered, and a
+    /// received delta is refused.
+    pub fn disable_deltas(mut self, disable: bool) -> Self {
+        self.options.disable_deltas = disable;
+        self
+    }
+
     /// With `true`, peers may pull but not push.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.options.read_only = read_only;
