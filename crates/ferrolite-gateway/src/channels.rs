@@ -214,30 +214,47 @@ impl ChannelIndex {
             .into_iter()
             .filter_map(|c| state.logs.get(c))
             .collect();
-        // Per sequence: the document and whether every asked channel saw it leave.
-        let mut merged: BTreeMap<u64, (String, bool)> = BTreeMap::new();
-        for log in &logs {
-            for (seq, e) in log.range(since.saturating_add(1)..).take(limit) {
-                merged
-                    .entry(*seq)
-                    .and_modify(|(_, removed)| *removed &= e.removed)
-                    .or_insert_with(|| (e.doc_id.clone(), e.removed));
+        let start = since.saturating_add(1);
+        // Read `take` entries of each log; entries up to the smallest last sequence of a log
+        // that had more are complete. Read further while that gives fewer than `limit` rows.
+        let mut take = limit.max(16);
+        loop {
+            // Per sequence: the document and whether every asked channel saw it leave.
+            let mut merged: BTreeMap<u64, (String, bool)> = BTreeMap::new();
+            let mut cutoff = u64::MAX;
+            for log in &logs {
+                for (taken, (seq, e)) in log.range(start..).enumerate() {
+                    if taken == take {
+                        cutoff = cutoff.min(seq.saturating_sub(1));
+                        break;
+                    }
+                    merged
+                        .entry(*seq)
+                        .and_modify(|(_, removed)| *removed &= e.removed)
+                        .or_insert_with(|| (e.doc_id.clone(), e.removed));
+                }
             }
-        }
-        merged
-            .into_iter()
-            // An older entry of a document whose latest change is also listed comes later.
-            .filter(|(seq, (id, _))| {
-                state.docs.get(id).is_none_or(|d| {
-                    d.sequence == *seq
-                        || !logs
-                            .iter()
-                            .any(|log| log.get(&d.sequence).is_some_and(|e| &e.doc_id == id))
+            let rows: Vec<(u64, String, bool)> = merged
+                .into_iter()
+                .take_while(|(seq, _)| *seq <= cutoff)
+                // An older entry of a document whose latest change is also listed comes
+                // later.
+                .filter(|(seq, (id, _))| {
+                    state.docs.get(id).is_none_or(|d| {
+                        d.sequence == *seq
+                            || !logs
+                                .iter()
+                                .any(|log| log.get(&d.sequence).is_some_and(|e| &e.doc_id == id))
+                    })
                 })
-            })
-            .take(limit)
-            .map(|(seq, (id, removed))| (seq, id, removed))
-            .collect()
+                .take(limit)
+                .map(|(seq, (id, removed))| (seq, id, removed))
+                .collect();
+            if rows.len() >= limit || cutoff == u64::MAX {
+                return rows;
+            }
+            take = take.saturating_mul(2);
+        }
     }
 
     /// The IDs of the documents whose current revision is in any of `channels`.
@@ -318,6 +335,27 @@ mod tests {
         // A stale (older) update is ignored.
         index.update("d1", entry(2, &["a"]));
         assert_eq!(index.channels_of("d1"), names(&["b"]));
+    }
+
+    #[test]
+    fn small_pages_never_come_back_empty_while_changes_remain() {
+        let index = ChannelIndex::default();
+        // Documents rewritten many times leave stale entries in other channels' logs.
+        for seq in 1..=100u64 {
+            let channel = if seq % 2 == 0 { "a" } else { "b" };
+            index.update(&format!("d{}", seq % 5), entry(seq, &[channel]));
+        }
+        let ab = names(&["a", "b"]);
+        let mut since = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = index.changes_in(&ab, since, 1);
+            let Some(last) = page.last() else { break };
+            since = last.0;
+            seen.extend(page.into_iter().map(|(s, id, _)| (s, id)));
+        }
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert!(seen.iter().all(|(s, _)| *s > 95));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! database's change feed; any other reads the channel index, over the channels it may read
 //! (narrowed by `filter=sync_gateway/bychannel`), and also sees the removal of a document
 //! from those channels as an entry with `"removed": [channels]`. Live feeds wait on the
-//! database's index notifications and stream their output.
+//! database's index notifications and stream their output; they end at their idle timeout,
+//! when the client leaves, or when the gateway stops.
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -198,11 +199,13 @@ struct Batch {
     last_seq: u64,
 }
 
-/// Answers a `_changes` request (its parameters already merged from query and body).
+/// Answers a `_changes` request (its parameters already merged from query and body);
+/// `stopping` becomes `true` when the gateway stops.
 pub(crate) async fn changes(
     db: Arc<Db>,
     reader: Reader,
     params: &HashMap<String, String>,
+    stopping: watch::Receiver<bool>,
 ) -> Result<Response, ApiError> {
     let options = Arc::new(ChangesOptions::parse(params)?);
     // Subscribed before the first read, so nothing committed after it is missed.
@@ -217,6 +220,7 @@ pub(crate) async fn changes(
                 reader,
                 options,
                 updates,
+                stopping,
             };
             Ok(feed.start(first))
         }
@@ -480,7 +484,7 @@ enum Wake {
     Closed,
     /// Time for a keep-alive newline.
     Heartbeat,
-    /// The feed was idle for its timeout, or the database went away.
+    /// The feed was idle for its timeout, or the gateway stops.
     Timeout,
     /// The index or someone's access changed.
     Changed,
@@ -492,6 +496,7 @@ struct LiveFeed {
     reader: Reader,
     options: Arc<ChangesOptions>,
     updates: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl LiveFeed {
@@ -552,7 +557,14 @@ impl LiveFeed {
                 rows.clear();
                 deadline = idle.map(|t| Instant::now() + t);
             }
-            match wait(&mut self.updates, &tx, heartbeat.as_mut(), deadline).await {
+            let waiting = Waiting {
+                updates: &mut self.updates,
+                stopping: &mut self.stopping,
+                tx: &tx,
+                heartbeat: heartbeat.as_mut(),
+                deadline,
+            };
+            match waiting.wait().await {
                 Wake::Closed => return,
                 Wake::Timeout => break,
                 Wake::Heartbeat => {
@@ -588,35 +600,43 @@ async fn send(tx: &mpsc::Sender<Bytes>, text: String) -> Result<(), ()> {
     tx.send(Bytes::from(text)).await.map_err(|_| ())
 }
 
-/// Waits for the client to leave, a heartbeat, the idle deadline or a change — checked in
-/// that order when several are due.
-async fn wait(
-    updates: &mut watch::Receiver<u64>,
-    tx: &mpsc::Sender<Bytes>,
-    heartbeat: Option<&mut Interval>,
+/// What a live feed waits on between reads.
+struct Waiting<'a> {
+    updates: &'a mut watch::Receiver<u64>,
+    stopping: &'a mut watch::Receiver<bool>,
+    tx: &'a mpsc::Sender<Bytes>,
+    heartbeat: Option<&'a mut Interval>,
     deadline: Option<Instant>,
-) -> Wake {
-    let beat = async {
-        match heartbeat {
-            Some(ticks) => {
-                ticks.tick().await;
+}
+
+impl Waiting<'_> {
+    /// Waits for the client to leave, the gateway to stop, a heartbeat, the idle deadline or
+    /// a change — checked in that order when several are due.
+    async fn wait(self) -> Wake {
+        let beat = async {
+            match self.heartbeat {
+                Some(ticks) => {
+                    ticks.tick().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    let idle = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        biased;
-        () = tx.closed() => Wake::Closed,
-        () = beat => Wake::Heartbeat,
-        () = idle => Wake::Timeout,
-        changed = updates.changed() => {
-            if changed.is_ok() { Wake::Changed } else { Wake::Timeout }
+        };
+        let idle = async {
+            match self.deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = self.tx.closed() => Wake::Closed,
+            // A dropped sender means the gateway is gone too.
+            _ = self.stopping.wait_for(|stop| *stop) => Wake::Timeout,
+            () = beat => Wake::Heartbeat,
+            () = idle => Wake::Timeout,
+            changed = self.updates.changed() => {
+                if changed.is_ok() { Wake::Changed } else { Wake::Timeout }
+            }
         }
     }
 }

@@ -762,7 +762,7 @@ async fn changes(
     } else {
         Reader::User(principal)
     };
-    feeds::changes(db, reader, &params).await
+    feeds::changes(db, reader, &params, state.shared.shutdown.clone()).await
 }
 
 // ---------------------------------------------------------------------------------------

@@ -342,3 +342,56 @@ async fn users_roles_and_sessions_survive_a_restart() {
     assert_eq!(user["all_channels"], json!(["!", "r"]));
     g.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_closes_sessions_and_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(Storage::Directory(dir.path().to_owned())).await;
+    let url = format!("ws://{}/db", g.public_addr());
+    let phone = Database::open_in_memory("phone").unwrap();
+    let config = ReplicatorConfiguration::new(&phone, Endpoint::url(&url).unwrap())
+        .replicator_type(ReplicatorType::PushAndPull)
+        .continuous(true)
+        .authenticator(Authenticator::basic("alice", "secret"));
+    let replicator = Replicator::new(config).unwrap();
+    let acknowledged: Arc<Mutex<HashSet<String>>> = Arc::default();
+    {
+        let acknowledged = acknowledged.clone();
+        let _token = replicator.add_document_replication_listener(move |docs| {
+            for d in docs {
+                if d.error.is_none() {
+                    acknowledged.lock().unwrap().insert(d.id.clone());
+                }
+            }
+        });
+    }
+    replicator.start();
+    for i in 0..50 {
+        let mut doc = ferrolite::MutableDocument::with_id(format!("p{i}"));
+        doc.set("n", i);
+        phone.save(&mut doc).unwrap();
+    }
+    let acked = acknowledged.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("some acknowledged pushes", || {
+            acked.lock().unwrap().len() >= 10
+        });
+    })
+    .await
+    .unwrap();
+    // Stop while the push may still be running: it must end promptly.
+    tokio::time::timeout(Duration::from_secs(20), g.shutdown())
+        .await
+        .expect("the gateway stops while a session is open");
+    replicator.stop();
+    let acked: Vec<String> = acknowledged.lock().unwrap().iter().cloned().collect();
+    let g = start(Storage::Directory(dir.path().to_owned())).await;
+    let database = g.database("db").unwrap();
+    for id in &acked {
+        assert!(
+            database.document(id).unwrap().is_some(),
+            "{id} was acknowledged but is missing after the restart"
+        );
+    }
+    g.shutdown().await;
+}

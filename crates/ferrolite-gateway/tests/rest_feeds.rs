@@ -297,6 +297,38 @@ async fn continuous_ends_when_the_client_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn live_feeds_end_when_the_gateway_stops() {
+    let g = start().await;
+    put(&g, "d1", None, json!({"n": 1})).await;
+    let c = Client::new();
+    let r = c
+        .get(admin(&g, "/db/_changes?feed=continuous&heartbeat=25000"))
+        .send()
+        .await
+        .unwrap();
+    let mut continuous = Lines::new(r);
+    assert_eq!(continuous.entry().await["id"], "d1");
+    let url = admin(&g, "/db/_changes?feed=longpoll&since=1&timeout=0");
+    let longpoll = tokio::spawn(async move {
+        let r = Client::new().get(url).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!longpoll.is_finished());
+    // Both clients are still connected: the feeds end by themselves.
+    tokio::time::timeout(PATIENCE, g.shutdown())
+        .await
+        .expect("the feeds kept the gateway from stopping");
+    assert_eq!(continuous.entry().await, json!({"last_seq": "1"}));
+    assert_eq!(continuous.next().await, Err(()));
+    let body = tokio::time::timeout(PATIENCE, longpoll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, json!({"results": [], "last_seq": "1"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_user_sees_its_channels_and_removals_in_every_feed() {
     let g = start().await;
     let a1 = put(&g, "a1", None, json!({"channels": "a", "n": 1})).await;
