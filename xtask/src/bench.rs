@@ -12,7 +12,7 @@ struct Bench {
     about: &'static str,
 }
 
-const BENCHES: [Bench; 4] = [
+const BENCHES: [Bench; 5] = [
     Bench {
         name: "storage",
         package: "ferrolite",
@@ -39,7 +39,17 @@ const BENCHES: [Bench; 4] = [
         name: "blobs",
         package: "ferrolite",
         target: "blobs",
-        about: "pull then push one N MB blob over loopback WebSocket, with the peak memory                 growth (--mb N, default 50; --quick is 5)",
+        about: "pull then push one N MB blob over loopback WebSocket, with the peak memory \
+                growth (--mb N, default 50; --quick is 5)",
+    },
+    Bench {
+        name: "gateway",
+        package: "ferrolite-gateway",
+        target: "gateway",
+        about: "N continuous pullers and REST writers against a gateway process on loopback: \
+                writes/s, write-to-client latency, peak memory, and the user-profile sync \
+                function against the default routing (--clients N, --writes W, --rate R, \
+                --seconds S, --rounds K, --quick)",
     },
 ];
 

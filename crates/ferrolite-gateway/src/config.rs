@@ -63,6 +63,13 @@ pub struct GatewayConfig {
     /// Sync Gateway 3.x style `api` section (takes precedence over the legacy keys).
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// PEM file of the TLS certificate chain (leaf first). With `SSLKey`, both listeners
+    /// serve HTTPS only.
+    #[serde(default, rename = "SSLCert")]
+    pub ssl_cert: Option<PathBuf>,
+    /// PEM file of the TLS certificate's private key.
+    #[serde(default, rename = "SSLKey")]
+    pub ssl_key: Option<PathBuf>,
     /// Directory holding on-disk databases (ferrolite's own key; default `./ferrolite-data`).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -84,6 +91,30 @@ pub struct ApiConfig {
     /// Admin listener address.
     #[serde(default)]
     pub admin_interface: Option<String>,
+    /// TLS on both listeners (takes precedence over `SSLCert` and `SSLKey`).
+    #[serde(default)]
+    pub https: Option<HttpsConfig>,
+}
+
+/// `api.https`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// PEM file of the TLS certificate chain (leaf first).
+    #[serde(default)]
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM file of the certificate's private key.
+    #[serde(default)]
+    pub tls_key_path: Option<PathBuf>,
+}
+
+/// The certificate and key files both listeners serve HTTPS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM file of the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file of the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// One database.
@@ -187,6 +218,7 @@ impl GatewayConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.public_addr()?;
         self.admin_addr()?;
+        self.tls_files()?;
         for name in self.databases.keys() {
             if !valid_db_name(name) {
                 return Err(ConfigError::Invalid {
@@ -227,6 +259,50 @@ impl GatewayConfig {
             ) => parse_addr(a, "api.admin_interface"),
             (_, Some(a)) => parse_addr(a, "adminInterface"),
             _ => parse_addr(DEFAULT_ADMIN_INTERFACE, "adminInterface"),
+        }
+    }
+
+    /// The TLS files, when TLS is configured: `api.https.tls_cert_path` and
+    /// `api.https.tls_key_path` when either is set, else `SSLCert` and `SSLKey` (an empty
+    /// string counts as absent). A certificate without its key, or a key without its
+    /// certificate, is an error.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        fn set(path: Option<&PathBuf>) -> Option<PathBuf> {
+            path.filter(|p| !p.as_os_str().is_empty()).cloned()
+        }
+        let https = self.api.as_ref().and_then(|api| api.https.as_ref());
+        let (cert, key, cert_key, key_key) = match https {
+            Some(h)
+                if set(h.tls_cert_path.as_ref()).is_some()
+                    || set(h.tls_key_path.as_ref()).is_some() =>
+            {
+                (
+                    set(h.tls_cert_path.as_ref()),
+                    set(h.tls_key_path.as_ref()),
+                    "api.https.tls_cert_path",
+                    "api.https.tls_key_path",
+                )
+            }
+            _ => (
+                set(self.ssl_cert.as_ref()),
+                set(self.ssl_key.as_ref()),
+                "SSLCert",
+                "SSLKey",
+            ),
+        };
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Invalid {
+                path: key_key.into(),
+                message: format!(
+                    "`{cert_key}` is set: the certificate's private key is needed too"
+                ),
+            }),
+            (None, Some(_)) => Err(ConfigError::Invalid {
+                path: cert_key.into(),
+                message: format!("`{key_key}` is set: the certificate is needed too"),
+            }),
         }
     }
 
@@ -326,6 +402,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("databases.db.revs_limit"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_legacy_and_api() {
+        assert_eq!(GatewayConfig::default().tls_files().unwrap(), None);
+        let legacy =
+            GatewayConfig::from_json(r#"{"SSLCert":"cert.pem","SSLKey":"key.pem"}"#).unwrap();
+        assert_eq!(
+            legacy.tls_files().unwrap(),
+            Some(TlsFiles {
+                cert: "cert.pem".into(),
+                key: "key.pem".into()
+            })
+        );
+        let api = GatewayConfig::from_json(
+            r#"{"SSLCert":"old.pem","SSLKey":"old.key",
+                "api":{"https":{"tls_cert_path":"new.pem","tls_key_path":"new.key"}}}"#,
+        )
+        .unwrap();
+        let files = api.tls_files().unwrap().unwrap();
+        assert_eq!(files.cert, PathBuf::from("new.pem"));
+        assert_eq!(files.key, PathBuf::from("new.key"));
+        let empty = GatewayConfig::from_json(r#"{"SSLCert":"","SSLKey":""}"#).unwrap();
+        assert_eq!(empty.tls_files().unwrap(), None);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let e = GatewayConfig::from_json(r#"{"SSLCert":"cert.pem"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`SSLKey`") && e.contains("SSLCert"), "{e}");
+        let e = GatewayConfig::from_json(r#"{"api":{"https":{"tls_key_path":"k.pem"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`api.https.tls_cert_path`"), "{e}");
+        let e = GatewayConfig::from_json(
+            r#"{"SSLKey":"k.pem","api":{"https":{"tls_cert_path":"c.pem"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`api.https.tls_key_path`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_https_key_names_its_path() {
+        let e = GatewayConfig::from_json(r#"{"api":{"https":{"tls_cert":"c.pem"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api.https"), "{e}");
+        assert!(e.contains("tls_cert"), "{e}");
+        let e = GatewayConfig::from_json(r#"{"SSLCerts":"c.pem"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SSLCerts"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! see only documents in the channels their user can read (`admin_channels`, roles,
 //! `access()` grants, the public `!`; `*` = all); the admin port sees everything. Users,
 //! roles and sessions are saved beside the database, passwords as Argon2id hashes.
+//!
+//! With a certificate and key configured (`SSLCert`/`SSLKey`, or `api.https`), both
+//! listeners serve HTTPS only, and replication is `wss://`.
 
 mod blipsync;
 pub mod channels;
@@ -23,6 +26,7 @@ mod peer;
 mod principals;
 mod rest;
 mod state;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,6 +90,16 @@ pub enum GatewayError {
         /// The error, with its line and column.
         message: String,
     },
+    /// The configured TLS certificate or private key cannot be read or used.
+    #[error("cannot use the TLS {what} {}: {message}", path.display())]
+    Tls {
+        /// `"certificate"` or `"private key"`.
+        what: &'static str,
+        /// The file, as configured.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -96,7 +110,8 @@ pub enum GatewayError {
     },
 }
 
-/// A running gateway: a public and an admin HTTP listener on the current tokio runtime.
+/// A running gateway: a public and an admin HTTP (or HTTPS) listener on the current tokio
+/// runtime.
 #[derive(Debug)]
 pub struct Gateway {
     public_addr: SocketAddr,
@@ -114,6 +129,10 @@ impl Gateway {
     pub async fn start(config: &GatewayConfig, storage: Storage) -> Result<Gateway, GatewayError> {
         let public = config.public_addr()?;
         let admin = config.admin_addr()?;
+        let tls = match config.tls_files()? {
+            Some(files) => Some(tls::TlsServer::load(&files)?),
+            None => None,
+        };
         let mut databases = HashMap::new();
         let mut indexers = Vec::new();
         for (name, db_config) in config.effective_databases() {
@@ -166,6 +185,10 @@ impl Gateway {
         let shared = Arc::new(Shared::new(databases, stopped.clone()));
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
+        if !admin.ip().is_loopback() {
+            tracing::warn!(target: "ferrolite::gateway", %admin,
+                "the admin interface, which needs no credentials, is reachable from other machines; keep it on a loopback address (127.0.0.1) unless a firewall guards it");
+        }
         for (addr, is_admin) in [(public, false), (admin, true)] {
             let listener = TcpListener::bind(addr)
                 .await
@@ -179,15 +202,24 @@ impl Gateway {
                 admin: is_admin,
             });
             let mut stopped = stopped.clone();
-            tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                });
-                if let Err(e) = serve.await {
-                    tracing::warn!(target: "ferrolite::gateway", %local, "listener failed: {e}");
-                }
-            }));
-            tracing::info!(target: "ferrolite::gateway", %local, admin = is_admin, "listening");
+            if let Some(tls) = &tls {
+                tasks.push(tokio::spawn(tls::serve(
+                    listener,
+                    router,
+                    tls.clone(),
+                    stopped,
+                )));
+            } else {
+                tasks.push(tokio::spawn(async move {
+                    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    });
+                    if let Err(e) = serve.await {
+                        tracing::warn!(target: "ferrolite::gateway", %local, "listener failed: {e}");
+                    }
+                }));
+            }
+            tracing::info!(target: "ferrolite::gateway", %local, admin = is_admin, tls = tls.is_some(), "listening");
         }
         Ok(Gateway {
             public_addr: addrs[0],

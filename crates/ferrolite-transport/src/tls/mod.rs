@@ -110,6 +110,33 @@ impl TlsIdentity {
         &self.chain
     }
 
+    /// The identity in PEM: the certificate chain (leaf first, `CERTIFICATE` sections) and
+    /// the private key (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`, as it was
+    /// given), what [`from_pem`](Self::from_pem) reads back. Lets a generated identity be
+    /// saved, so that its certificate (and a client's pin of it) outlives the process.
+    ///
+    /// The key text is a secret: store it where only the server can read it.
+    pub fn to_pem(&self) -> (String, String) {
+        let mut chain = String::new();
+        for cert in &self.chain {
+            chain.push_str(&pem_section("CERTIFICATE", cert.der()));
+        }
+        let label = match &self.key {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        };
+        (chain, pem_section(label, self.key.secret_der()))
+    }
+
+    /// A rustls server configuration presenting this identity, for a TLS server of one's
+    /// own (an HTTPS listener, say): the process-wide `ring` provider, TLS 1.2 and 1.3, no
+    /// client certificates, no ALPN protocols (the caller may set them). Fails when the key
+    /// is unusable or does not belong to the leaf certificate.
+    pub fn rustls_server_config(&self) -> Result<rustls::ServerConfig, TransportError> {
+        self.server_config()
+    }
+
     pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, TransportError> {
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -139,6 +166,22 @@ impl fmt::Debug for TlsIdentity {
             .field("chain", &self.chain)
             .finish_non_exhaustive()
     }
+}
+
+/// One PEM section: `-----BEGIN <label>-----`, base64 in 64-character lines, `-----END`.
+fn pem_section(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    // Base64 is ASCII, so every 64-byte chunk is valid UTF-8.
+    for line in encoded.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    out
 }
 
 /// How a `wss://` client decides whether to trust the server.
@@ -591,6 +634,28 @@ mod tests {
         let expired = cert((2000, 1, 1), (2001, 1, 1), None);
         let v = verifier(Mode::Pinned(CertificateDer::from(expired.clone())));
         assert_eq!(check(&v, &expired), Err(Refusal::Expired));
+    }
+
+    #[cfg(feature = "self-signed")]
+    #[test]
+    fn identity_pem_round_trips() {
+        let identity = TlsIdentity::generate_self_signed(&["localhost"]).unwrap();
+        let (chain, key) = identity.to_pem();
+        assert!(
+            chain.starts_with("-----BEGIN CERTIFICATE-----\n"),
+            "{chain}"
+        );
+        assert!(chain.lines().all(|l| l.len() <= 64), "{chain}");
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{key}");
+        let back = TlsIdentity::from_pem(&chain, &key).unwrap();
+        assert_eq!(back.chain(), identity.chain());
+        assert_eq!(back.key.secret_der(), identity.key.secret_der());
+        back.rustls_server_config().unwrap();
+
+        // A key that is not the certificate's is refused when the server config is built.
+        let other = TlsIdentity::generate_self_signed(&["localhost"]).unwrap();
+        let mismatched = TlsIdentity::from_pem(&chain, &other.to_pem().1).unwrap();
+        assert!(mismatched.rustls_server_config().is_err());
     }
 
     #[test]
