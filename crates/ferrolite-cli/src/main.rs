@@ -20,8 +20,12 @@ const EXIT_USAGE: u8 = 2;
 /// Exit status of `background-refresh` when nothing new arrived.
 const EXIT_NO_DATA: u8 = 3;
 
-const DATABASE_HELP: &str = "A local database is a directory: `phone` and `phone.ferrolite` both \
-name ./phone.ferrolite/, `data/app` names data/app.ferrolite/.";
+const MAIN_HELP: &str = "\
+A local database is a directory: `phone` and `phone.ferrolite` both name ./phone.ferrolite/,
+`data/app` names data/app.ferrolite/.
+
+Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
+background-refresh: 0 new data, 3 no data, 1 failed, 2 usage error.";
 
 const REFRESH_EXIT_CODES: &str = "\
 Exit status:
@@ -32,7 +36,7 @@ Exit status:
 
 /// The ferrolite command line.
 #[derive(Debug, Parser)]
-#[command(name = "ferrolite", version, about, after_help = DATABASE_HELP)]
+#[command(name = "ferrolite", version, about, after_help = MAIN_HELP)]
 struct Cli {
     /// More log output on stderr (-v: info, -vv: debug, -vvv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -129,9 +133,11 @@ enum Command {
     Push(ReplicateArgs),
     /// Pushes and pulls between a local database (created if missing) and a URL.
     Sync(ReplicateArgs),
-    /// One background refresh, as a mobile app woken by its OS does: a one-shot pull that
-    /// answers before the deadline with "new data" (and the document IDs), "no data" or
-    /// "failed" (and the reason).
+    /// One background refresh: a one-shot pull within a deadline.
+    ///
+    /// What a mobile app woken by its OS does: pull once (no retry) and answer before the
+    /// deadline with "new data" (and the IDs of the documents that arrived), "no data" or
+    /// "failed" (and the reason). The local database is created if missing.
     #[command(after_help = REFRESH_EXIT_CODES)]
     BackgroundRefresh(RefreshArgs),
 }
@@ -265,6 +271,8 @@ fn main() -> ExitCode {
         .init();
     match run(cli.command) {
         Ok(code) => code,
+        // The reader of our output went away (`ferrolite ls db | head -1`): nothing to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.is::<UsageError>() {
@@ -274,6 +282,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    let broken = Some(std::io::ErrorKind::BrokenPipe);
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().map(|e| e.kind()) == broken
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == broken
+    })
 }
 
 /// Runs one subcommand; the exit status on success (`background-refresh` has several).

@@ -234,9 +234,9 @@ enum Reporter {
 impl Reporter {
     fn new(verb: &'static str, url: &str) -> Reporter {
         if io::stderr().is_terminal() {
-            let bar = ProgressBar::new(0);
+            let bar = ProgressBar::no_length();
             let style = ProgressStyle::with_template(
-                "{spinner} {prefix} {wide_msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}",
+                "{spinner} {prefix} {msg} [{bar:24}] {bytes}/{total_bytes} {elapsed}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -262,7 +262,10 @@ impl Reporter {
         let documents = documents_text(status.progress.document_count);
         match self {
             Reporter::Bar { bar, url } => {
-                bar.set_length(status.progress.total.max(status.progress.completed));
+                let total = status.progress.total.max(status.progress.completed);
+                if total > 0 {
+                    bar.set_length(total);
+                }
                 bar.set_position(status.progress.completed);
                 let message = match &status.error {
                     Some(error) if status.activity == ActivityLevel::Offline => {
