@@ -93,6 +93,10 @@ pub(crate) fn describe(error: &ReplicatorError, url: &str) -> String {
         Some(TransportError::Dns { host, message, .. }) => {
             format!("cannot reach {url}: cannot resolve {host}: {message}")
         }
+        Some(TransportError::Tls { message, .. }) => format!(
+            "the TLS connection to {url} failed: {message} (a peer with a self-signed \
+             certificate needs --pinned-cert or --self-signed-only)"
+        ),
         Some(e) => e.to_string(),
         None => match error {
             ReplicatorError::DeadlineExceeded => "the deadline passed".to_owned(),

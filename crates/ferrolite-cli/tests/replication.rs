@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The replication options the transcripts cannot show (they need a value only known at run
-//! time, or a signal): `--continuous` stopped by Ctrl-C, `--session`, `--doc-ids`. Real
-//! processes: the built `ferrolite` as the gateway and as the client, on free ports.
+//! time, a signal, or TLS): `--continuous` stopped by Ctrl-C, `--session`, `--doc-ids`,
+//! `--pinned-cert`, `--self-signed-only`. Real processes: the built `ferrolite` as the gateway
+//! and as the client, on free ports; for TLS, a `UrlEndpointListener` in this process.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -235,4 +236,79 @@ fn pull_only_some_documents() {
         text(&refreshed.stderr)
     );
     assert_eq!(text(&refreshed.stdout), "new data: 1 document\n  b\n");
+}
+
+/// `wss://` to a peer with a self-signed certificate: refused by default (one line),
+/// accepted with `--self-signed-only` or with the certificate pinned (DER or PEM).
+#[test]
+fn tls_trust_options() {
+    use base64::Engine as _;
+    use ferrolite::{
+        Database, MutableDocument, UrlEndpointListener, UrlEndpointListenerConfiguration,
+    };
+
+    let served = Database::open_in_memory("db").unwrap();
+    served
+        .save(MutableDocument::with_id("news::1").set("title", "Hello"))
+        .unwrap();
+    let listener = UrlEndpointListener::start(
+        UrlEndpointListenerConfiguration::new(vec![served])
+            .network_interface("127.0.0.1")
+            .disable_tls(false),
+    )
+    .unwrap();
+    let url = listener.url("db");
+    assert!(url.starts_with("wss://"), "{url}");
+    let dir = tempfile::tempdir().unwrap();
+    let der = listener.tls_certificate().unwrap();
+    std::fs::write(dir.path().join("peer.der"), &der).unwrap();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&der)
+    );
+    std::fs::write(dir.path().join("peer.pem"), pem).unwrap();
+    let ferrolite = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferrolite"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let refused = ferrolite(&["pull", "a", &url]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "error: pull failed: the TLS connection to {url} failed: "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        last.contains("--pinned-cert or --self-signed-only"),
+        "{stderr}"
+    );
+
+    for (database, option) in [
+        ("b", vec!["--self-signed-only"]),
+        ("c", vec!["--pinned-cert", "peer.der"]),
+        ("d", vec!["--pinned-cert", "peer.pem"]),
+    ] {
+        let mut args = vec!["pull", database, &url];
+        args.extend(option.iter().copied());
+        let pulled = ferrolite(&args);
+        assert!(
+            pulled.status.success(),
+            "{option:?}: {}",
+            text(&pulled.stderr)
+        );
+        assert!(
+            text(&pulled.stdout).starts_with("pulled 1 document, "),
+            "{option:?}: {}",
+            text(&pulled.stdout)
+        );
+    }
+    listener.stop();
 }
