@@ -10,8 +10,10 @@ use ferrolite::MessageEndpointListener;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
-use crate::channels::Access;
+use std::sync::Arc;
+
 use crate::error::ApiError;
+use crate::peer::UserPeer;
 use crate::rest::AppState;
 
 /// The replication subprotocols served, most preferred first.
@@ -33,7 +35,7 @@ pub(crate) async fn blipsync(
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
-    let (db, access) = match state.reader(&name, headers) {
+    let (db, principal) = match state.authorized(&name, headers) {
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
@@ -71,16 +73,16 @@ pub(crate) async fn blipsync(
 
     let on_upgrade = hyper::upgrade::on(&mut request);
     let database = db.database.clone();
-    let mut listener = MessageEndpointListener::new(&database);
-    if access != Access::All {
-        // Pull only the documents of the user's channels.
-        listener = listener.read_filter(move |id| db.can_read_id(&access, id));
-    }
-    tokio::spawn(async move {
+    let listener = MessageEndpointListener::new(&database)
+        .disable_deltas(!db.deltas)
+        .peer_access(Arc::new(UserPeer::new(db, principal, !state.admin)));
+    let shutdown = state.shared.shutdown.clone();
+    state.shared.spawn_session(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config =
-                    ByteStreamConfig::passive().with_subprotocol(Some((*subprotocol).to_owned()));
+                let config = ByteStreamConfig::passive()
+                    .with_subprotocol(Some((*subprotocol).to_owned()))
+                    .with_shutdown(shutdown);
                 let connection = byte_stream(TokioIo::new(upgraded), config).await;
                 let served = listener.serve(connection).await;
                 if let Err(e) = served {

@@ -1,101 +1,262 @@
 //! Channels: routing documents into channels (the sync function's `channel()`), the index of
 //! each document's channels, and what a user may read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use ferrolite::{Database, Document};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use ferrolite_sync_function::{DefaultSyncRouter, Reject, Routing, SyncRouter, UserContext};
 
-/// The channels of every document of a database, by document ID, with the revision they were
-/// computed for.
-///
-/// Built at start by routing the current revision of every live document of the change feed;
-/// updated by every REST write; and, for revisions written by replication, refreshed when a
-/// read finds a current revision other than the indexed one. A tombstone keeps the channels
-/// of the revision it deleted (so readers of those channels see the deletion); a document
-/// deleted before the gateway started is in no channel.
-#[derive(Debug, Default)]
-pub(crate) struct ChannelIndex {
-    docs: Mutex<HashMap<String, Entry>>,
+/// The routing of one document's latest change, as the index keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DocEntry {
+    /// The sequence of the change.
+    pub(crate) sequence: u64,
+    /// The current revision.
+    pub(crate) rev: String,
+    /// Whether the current revision is a deletion.
+    pub(crate) deleted: bool,
+    /// The channels of the current revision (a tombstone keeps those of the revision it
+    /// deleted, so readers of those channels see the deletion).
+    pub(crate) channels: Vec<String>,
+    /// `access()` grants of the current revision: principal → channels.
+    pub(crate) access: BTreeMap<String, Vec<String>>,
+    /// `role()` grants of the current revision: user → roles.
+    pub(crate) roles: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    rev: String,
-    channels: Vec<String>,
+/// An entry of a channel's log: the document's latest change touching the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LogEntry {
+    doc_id: String,
+    /// The document left the channel at this change.
+    removed: bool,
+}
+
+#[derive(Debug, Default)]
+struct IndexState {
+    docs: HashMap<String, DocEntry>,
+    /// Per channel: sequence → the document changed then (one entry per document).
+    logs: HashMap<String, BTreeMap<u64, LogEntry>>,
+    /// Per principal (user name or `role:<name>`): document → (sequence, channels granted).
+    access: HashMap<String, HashMap<String, (u64, Vec<String>)>>,
+    /// Per user: document → (sequence, roles granted).
+    roles: HashMap<String, HashMap<String, (u64, Vec<String>)>>,
+}
+
+/// The channel index of a database: each document's channels and grants, each channel's log
+/// of changes (so a feed of some channels reads only their entries, never the whole
+/// database), and the grants of `access()` and `role()` by principal.
+///
+/// Built at start from the change feed and kept up to date, in sequence order, by the
+/// gateway's indexer as commits happen.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelIndex {
+    state: RwLock<IndexState>,
 }
 
 impl ChannelIndex {
-    fn docs(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        self.docs.lock().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> RwLockReadGuard<'_, IndexState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Routes the current revision of every document of `database`.
-    pub(crate) fn rebuild(
-        &self,
-        database: &Database,
-        router: &dyn SyncRouter,
-    ) -> Result<(), ferrolite::Error> {
-        for change in database.changes(0)? {
-            let change = change?;
-            if change.deleted {
-                continue;
-            }
-            if let Some(doc) = database.document(&change.id)? {
-                self.channels_of(&doc, router);
-            }
-        }
-        Ok(())
+    fn write(&self) -> RwLockWriteGuard<'_, IndexState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records the channels of `id` at revision `rev`.
-    pub(crate) fn set(&self, id: &str, rev: &str, channels: Vec<String>) {
-        self.docs().insert(
-            id.to_owned(),
-            Entry {
-                rev: rev.to_owned(),
-                channels,
-            },
-        );
+    /// The indexed state of document `id`.
+    pub(crate) fn entry(&self, id: &str) -> Option<DocEntry> {
+        self.read().docs.get(id).cloned()
     }
 
-    /// Records that `id` was deleted at `rev`: the tombstone keeps the previous channels.
-    pub(crate) fn set_deleted(&self, id: &str, rev: &str) {
-        let mut docs = self.docs();
-        let entry = docs.entry(id.to_owned()).or_insert_with(|| Entry {
-            rev: String::new(),
-            channels: Vec::new(),
-        });
-        rev.clone_into(&mut entry.rev);
-    }
-
-    /// The channels of a live document's current revision, routing it if the index holds
-    /// another revision (a replicated write). A revision the router rejects (it was written
-    /// by replication, which does not run the router yet) is in no channel.
-    pub(crate) fn channels_of(&self, doc: &Document, router: &dyn SyncRouter) -> Vec<String> {
-        let rev = doc.revision_id().to_string();
-        if let Some(entry) = self.docs().get(doc.id()) {
-            if entry.rev == rev {
-                return entry.channels.clone();
-            }
-        }
-        let channels = router
-            .route(doc.properties(), None, None)
-            .map(|r| r.channels)
-            .unwrap_or_default();
-        self.set(doc.id(), &rev, channels.clone());
-        channels
-    }
-
-    /// The last known channels of `id` (for tombstones), whatever the revision.
-    pub(crate) fn last_channels(&self, id: &str) -> Vec<String> {
-        self.docs()
+    /// The channels of document `id` (empty when unknown).
+    pub(crate) fn channels_of(&self, id: &str) -> Vec<String> {
+        self.read()
+            .docs
             .get(id)
             .map(|e| e.channels.clone())
             .unwrap_or_default()
+    }
+
+    /// Records the change of `id` at `entry.sequence`, unless the index already holds a
+    /// later one. A deletion whose routing names no channel keeps the previous channels.
+    pub(crate) fn update(&self, id: &str, mut entry: DocEntry) {
+        let mut state = self.write();
+        let old = state.docs.get(id).cloned();
+        if let Some(old) = &old {
+            if old.sequence > entry.sequence {
+                return;
+            }
+            if entry.deleted && entry.channels.is_empty() {
+                entry.channels.clone_from(&old.channels);
+            }
+        }
+        let seq = entry.sequence;
+        let mut touched: Vec<String> = entry.channels.clone();
+        if let Some(old) = &old {
+            for c in &old.channels {
+                if !touched.contains(c) {
+                    touched.push(c.clone());
+                }
+            }
+            // Drop the old log entries of the channels it was in (one entry per document).
+            for c in &old.channels {
+                if let Some(log) = state.logs.get_mut(c) {
+                    if log.get(&old.sequence).is_some_and(|e| e.doc_id == id) {
+                        log.remove(&old.sequence);
+                    }
+                }
+            }
+            for principal in old.access.keys() {
+                if let Some(m) = state.access.get_mut(principal) {
+                    m.remove(id);
+                }
+            }
+            for user in old.roles.keys() {
+                if let Some(m) = state.roles.get_mut(user) {
+                    m.remove(id);
+                }
+            }
+        }
+        for c in touched {
+            let removed = !entry.channels.contains(&c);
+            state.logs.entry(c).or_default().insert(
+                seq,
+                LogEntry {
+                    doc_id: id.to_owned(),
+                    removed,
+                },
+            );
+        }
+        for (principal, channels) in &entry.access {
+            state
+                .access
+                .entry(principal.clone())
+                .or_default()
+                .insert(id.to_owned(), (seq, channels.clone()));
+        }
+        for (user, roles) in &entry.roles {
+            state
+                .roles
+                .entry(user.clone())
+                .or_default()
+                .insert(id.to_owned(), (seq, roles.clone()));
+        }
+        state.docs.insert(id.to_owned(), entry);
+    }
+
+    /// Forgets a purged document.
+    pub(crate) fn remove(&self, id: &str) {
+        let mut state = self.write();
+        let Some(old) = state.docs.remove(id) else {
+            return;
+        };
+        for c in &old.channels {
+            if let Some(log) = state.logs.get_mut(c) {
+                if log.get(&old.sequence).is_some_and(|e| e.doc_id == id) {
+                    log.remove(&old.sequence);
+                }
+            }
+        }
+        for principal in old.access.keys() {
+            if let Some(m) = state.access.get_mut(principal) {
+                m.remove(id);
+            }
+        }
+        for user in old.roles.keys() {
+            if let Some(m) = state.roles.get_mut(user) {
+                m.remove(id);
+            }
+        }
+    }
+
+    /// Channels granted to `principal` by documents' `access()` calls: channel → sequence
+    /// of the earliest granting document.
+    pub(crate) fn granted_channels(&self, principal: &str) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        if let Some(grants) = self.read().access.get(principal) {
+            for (seq, channels) in grants.values() {
+                for c in channels {
+                    let e = out.entry(c.clone()).or_insert(*seq);
+                    *e = (*e).min(*seq);
+                }
+            }
+        }
+        out
+    }
+
+    /// Roles granted to `user` by documents' `role()` calls: role → sequence of the earliest
+    /// granting document.
+    pub(crate) fn granted_roles(&self, user: &str) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        if let Some(grants) = self.read().roles.get(user) {
+            for (seq, roles) in grants.values() {
+                for r in roles {
+                    let e = out.entry(r.clone()).or_insert(*seq);
+                    *e = (*e).min(*seq);
+                }
+            }
+        }
+        out
+    }
+
+    /// The latest changes after `since` of documents that are, or were until that change, in
+    /// any of `channels`: (sequence, ID, removed), in sequence order, at most `limit`, one per
+    /// document.
+    pub(crate) fn changes_in<'a>(
+        &self,
+        channels: impl IntoIterator<Item = &'a String>,
+        since: u64,
+        limit: usize,
+    ) -> Vec<(u64, String, bool)> {
+        let state = self.read();
+        let logs: Vec<&BTreeMap<u64, LogEntry>> = channels
+            .into_iter()
+            .filter_map(|c| state.logs.get(c))
+            .collect();
+        // Per sequence: the document and whether every asked channel saw it leave.
+        let mut merged: BTreeMap<u64, (String, bool)> = BTreeMap::new();
+        for log in &logs {
+            for (seq, e) in log.range(since.saturating_add(1)..).take(limit) {
+                merged
+                    .entry(*seq)
+                    .and_modify(|(_, removed)| *removed &= e.removed)
+                    .or_insert_with(|| (e.doc_id.clone(), e.removed));
+            }
+        }
+        merged
+            .into_iter()
+            // An older entry of a document whose latest change is also listed comes later.
+            .filter(|(seq, (id, _))| {
+                state.docs.get(id).is_none_or(|d| {
+                    d.sequence == *seq
+                        || !logs
+                            .iter()
+                            .any(|log| log.get(&d.sequence).is_some_and(|e| &e.doc_id == id))
+                })
+            })
+            .take(limit)
+            .map(|(seq, (id, removed))| (seq, id, removed))
+            .collect()
+    }
+
+    /// The IDs of the documents whose current revision is in any of `channels`.
+    pub(crate) fn documents_in<'a>(
+        &self,
+        channels: impl IntoIterator<Item = &'a String>,
+    ) -> HashSet<String> {
+        let state = self.read();
+        let mut out = HashSet::new();
+        for c in channels {
+            if let Some(log) = state.logs.get(c) {
+                out.extend(
+                    log.values()
+                        .filter(|e| !e.removed)
+                        .map(|e| e.doc_id.clone()),
+                );
+            }
+        }
+        out
     }
 }
 
@@ -104,26 +265,17 @@ impl ChannelIndex {
 pub(crate) enum Access {
     /// Everything: the admin port, or a user with the `*` channel.
     All,
-    /// Documents in at least one of these channels (always including the public `!`).
-    Channels(HashSet<String>),
+    /// Documents in at least one of these channels (always including the public `!`), each
+    /// with the sequence at which it became readable.
+    Channels(HashMap<String, u64>),
 }
 
 impl Access {
-    /// The access of a user with these `admin_channels`.
-    pub(crate) fn of_channels(admin_channels: &[String]) -> Access {
-        if admin_channels.iter().any(|c| c == "*") {
-            return Access::All;
-        }
-        let mut set: HashSet<String> = admin_channels.iter().cloned().collect();
-        set.insert("!".to_owned());
-        Access::Channels(set)
-    }
-
     /// Whether a document in `channels` may be read.
     pub(crate) fn can_read(&self, channels: &[String]) -> bool {
         match self {
             Access::All => true,
-            Access::Channels(set) => channels.iter().any(|c| set.contains(c)),
+            Access::Channels(set) => channels.iter().any(|c| set.contains_key(c)),
         }
     }
 }
@@ -132,14 +284,67 @@ impl Access {
 mod tests {
     use super::*;
 
+    fn entry(seq: u64, channels: &[&str]) -> DocEntry {
+        DocEntry {
+            sequence: seq,
+            rev: format!("{seq}-a"),
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            ..DocEntry::default()
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    #[test]
+    fn channel_logs_keep_the_latest_change_and_removals() {
+        let index = ChannelIndex::default();
+        index.update("d1", entry(1, &["a"]));
+        index.update("d2", entry(2, &["b"]));
+        index.update("d1", entry(3, &["b"]));
+        let a = names(&["a"]);
+        let b = names(&["b"]);
+        assert_eq!(index.changes_in(&a, 0, 10), vec![(3, "d1".into(), true)]);
+        assert_eq!(
+            index.changes_in(&b, 0, 10),
+            vec![(2, "d2".into(), false), (3, "d1".into(), false)]
+        );
+        assert_eq!(index.changes_in(&b, 2, 10), vec![(3, "d1".into(), false)]);
+        let ab = names(&["a", "b"]);
+        assert_eq!(index.changes_in(&ab, 2, 10), vec![(3, "d1".into(), false)]);
+        assert_eq!(index.documents_in(&a).len(), 0);
+        assert_eq!(index.documents_in(&b).len(), 2);
+        // A stale (older) update is ignored.
+        index.update("d1", entry(2, &["a"]));
+        assert_eq!(index.channels_of("d1"), names(&["b"]));
+    }
+
+    #[test]
+    fn tombstones_keep_their_channels_and_grants_follow_the_current_revision() {
+        let index = ChannelIndex::default();
+        let mut e = entry(1, &["a"]);
+        e.access.insert("alice".into(), names(&["x"]));
+        index.update("d", e);
+        assert_eq!(index.granted_channels("alice").get("x"), Some(&1));
+        let mut tomb = entry(2, &[]);
+        tomb.deleted = true;
+        index.update("d", tomb);
+        assert_eq!(index.channels_of("d"), names(&["a"]));
+        assert!(index.granted_channels("alice").is_empty());
+        assert_eq!(
+            index.changes_in(&names(&["a"]), 1, 10),
+            vec![(2, "d".into(), false)]
+        );
+    }
+
     #[test]
     fn access() {
-        let a = Access::of_channels(&["a".to_owned()]);
+        let a = Access::Channels([("a".to_owned(), 0), ("!".to_owned(), 0)].into());
         assert!(a.can_read(&["b".to_owned(), "a".to_owned()]));
         assert!(!a.can_read(&["b".to_owned()]));
         assert!(!a.can_read(&[]));
         assert!(a.can_read(&["!".to_owned()]));
-        let all = Access::of_channels(&["*".to_owned()]);
-        assert!(all.can_read(&[]));
+        assert!(Access::All.can_read(&[]));
     }
 }

@@ -93,16 +93,22 @@ pub struct DatabaseConfig {
     /// Users created at start (`GUEST` configures the anonymous user).
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// Roles created at start.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleConfig>,
     /// How many generations of history each document keeps.
     #[serde(default)]
     pub revs_limit: Option<u32>,
     /// Stored only (ferrolite keeps conflicts as branches either way).
     #[serde(default)]
     pub allow_conflicts: Option<bool>,
-    /// Delta sync settings (stored only for now).
+    /// Delta sync settings: deltas are offered to clients only when enabled.
     #[serde(default)]
     pub delta_sync: Option<DeltaSyncConfig>,
-    /// The sync function's source: stored only, never run.
+    /// The sync function's time limit per call, in seconds (0 or absent: the default limit).
+    #[serde(default)]
+    pub javascript_timeout_secs: Option<u64>,
+    /// The sync function's JavaScript source (default: `channel(doc.channels)`).
     #[serde(default)]
     pub sync: Option<String>,
     /// Sync Gateway's bucket server (e.g. `"walrus:"`): accepted and ignored.
@@ -129,15 +135,27 @@ pub struct UserConfig {
     /// The password (not used for `GUEST`).
     #[serde(default)]
     pub password: Option<String>,
-    /// Channels granted directly (stored; reads are not filtered yet).
+    /// Channels granted directly.
     #[serde(default)]
     pub admin_channels: Vec<String>,
+    /// Roles granted directly.
+    #[serde(default)]
+    pub admin_roles: Vec<String>,
     /// A disabled user cannot log in; `GUEST` is disabled unless this is `false`.
     #[serde(default)]
     pub disabled: Option<bool>,
     /// Optional e-mail address.
     #[serde(default)]
     pub email: Option<String>,
+}
+
+/// One role in `roles`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// Channels the role's members may read.
+    #[serde(default)]
+    pub admin_channels: Vec<String>,
 }
 
 impl GatewayConfig {

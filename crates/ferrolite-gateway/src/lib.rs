@@ -1,23 +1,26 @@
 //! A Sync-Gateway-compatible server for ferrolite databases.
 //!
-//! [`Gateway`] serves Sync Gateway's REST API (a subset: documents, `_all_docs`,
-//! `_bulk_docs`, `_changes`, users, sessions) and `/{db}/_blipsync` replication on a
-//! public and an admin listener, configured by a [`GatewayConfig`] in Sync Gateway's
-//! legacy JSON shape. Documents written over REST go through the facade's
-//! [`Database`], so replication sees them at once.
+//! [`Gateway`] serves Sync Gateway's REST API (documents, attachments, `_all_docs`,
+//! `_bulk_docs`, `_changes`, users, roles, sessions) and `/{db}/_blipsync` replication on a
+//! public and an admin listener, configured by a [`GatewayConfig`] in Sync Gateway's legacy
+//! JSON shape. Documents written over REST go through the facade's [`Database`], so
+//! replication sees them at once.
 //!
-//! Reads are filtered by channel: documents are routed by the default sync function
-//! ([`channels::DefaultSyncRouter`], `channel(doc.channels)`), and a public request reads
-//! only documents in a channel of its user's `admin_channels` (`*` = all); the admin port
-//! reads everything. Over `_blipsync`, a public peer pulls only the documents it can read.
-//!
-//! Not yet: a configured (JavaScript) sync function (stored, never run), persisted users and
-//! sessions (kept in memory).
+//! Every write, over REST or replication, goes through the database's sync function (the
+//! configured JavaScript, or [`channels::DefaultSyncRouter`], `channel(doc.channels)`),
+//! which routes it into channels, grants access and roles, or refuses it. An indexer keeps
+//! each channel's log of changes, so a user's feed reads only its channels. Public requests
+//! see only documents in the channels their user can read (`admin_channels`, roles,
+//! `access()` grants, the public `!`; `*` = all); the admin port sees everything. Users,
+//! roles and sessions are saved beside the database, passwords as Argon2id hashes.
 
 mod blipsync;
 pub mod channels;
 pub mod config;
 mod error;
+mod feeds;
+mod peer;
+mod principals;
 mod rest;
 mod state;
 
@@ -26,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferrolite::{Database, DatabaseConfiguration};
+use ferrolite::{Database, DatabaseConfiguration, ListenerToken};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,8 +37,15 @@ use tokio::task::JoinHandle;
 pub use config::{ConfigError, GatewayConfig};
 pub use rest::MAX_BODY_SIZE;
 
+use crate::channels::{DefaultSyncRouter, SyncRouter};
+use crate::config::DatabaseConfig;
+use crate::principals::{hash_password, Principals, PrincipalsError, Role, User, GUEST};
 use crate::rest::AppState;
 use crate::state::{Db, Shared};
+use ferrolite_sync_function::{JsOptions, JsSyncFunction};
+
+/// How long a stopping gateway waits for its replication sessions to end.
+const SESSION_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where the gateway keeps its databases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +70,22 @@ pub enum GatewayError {
         /// Why.
         source: ferrolite::Error,
     },
+    /// The saved users of a database could not be loaded or updated.
+    #[error("cannot load the users of database {name:?}: {message}")]
+    Users {
+        /// The database.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The configured sync function does not compile.
+    #[error("database {name:?}: {message}")]
+    SyncFunction {
+        /// The database.
+        name: String,
+        /// The error, with its line and column.
+        message: String,
+    },
     /// A listener could not bind its address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -78,6 +104,8 @@ pub struct Gateway {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Each database with the listener feeding its indexer thread.
+    indexers: Vec<(Arc<Db>, ListenerToken)>,
 }
 
 impl Gateway {
@@ -87,6 +115,7 @@ impl Gateway {
         let public = config.public_addr()?;
         let admin = config.admin_addr()?;
         let mut databases = HashMap::new();
+        let mut indexers = Vec::new();
         for (name, db_config) in config.effective_databases() {
             let opened = match &storage {
                 Storage::InMemory => Database::open_in_memory(&name),
@@ -102,17 +131,39 @@ impl Gateway {
                 name: name.clone(),
                 source,
             })?;
-            let db = Db::new(name.clone(), database, db_config);
-            db.channels
-                .rebuild(&db.database, &*db.router)
+            let users_file = match &storage {
+                Storage::InMemory => None,
+                Storage::Directory(dir) => Some(dir.join(format!("{name}.users.json"))),
+            };
+            let users_error = |message: String| GatewayError::Users {
+                name: name.clone(),
+                message,
+            };
+            let principals =
+                Principals::open(users_file).map_err(|e| users_error(e.to_string()))?;
+            let since = database
+                .last_sequence()
                 .map_err(|source| GatewayError::Database {
                     name: name.clone(),
                     source,
                 })?;
-            databases.insert(name, Arc::new(db));
+            apply_configured_principals(&principals, &db_config, since)
+                .map_err(|e| users_error(e.to_string()))?;
+            let router = sync_router(&db_config).map_err(|message| GatewayError::SyncFunction {
+                name: name.clone(),
+                message,
+            })?;
+            let deltas = db_config.delta_sync.as_ref().is_some_and(|d| d.enabled);
+            let db = Arc::new(Db::new(name.clone(), database, router, principals, deltas));
+            db.catch_up().map_err(|source| GatewayError::Database {
+                name: name.clone(),
+                source,
+            })?;
+            indexers.push((db.clone(), start_indexer(&db)));
+            databases.insert(name, db);
         }
-        let shared = Arc::new(Shared { databases });
         let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared::new(databases, stopped.clone()));
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
         for (addr, is_admin) in [(public, false), (admin, true)] {
@@ -144,6 +195,7 @@ impl Gateway {
             shared,
             stop,
             tasks,
+            indexers,
         })
     }
 
@@ -172,10 +224,102 @@ impl Gateway {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Sessions were told to close (1001) by the same signal; their last writes commit.
+        self.shared.drain_sessions(SESSION_DRAIN).await;
+        for (db, token) in self.indexers {
+            db.database.remove_change_listener(token);
+        }
         for db in self.shared.databases.values() {
             if let Err(e) = db.database.close() {
                 tracing::warn!(target: "ferrolite::gateway", database = %db.name, "closing: {e}");
             }
         }
     }
+}
+
+/// The database's routing: its configured sync function, or the default.
+fn sync_router(config: &DatabaseConfig) -> Result<Arc<dyn SyncRouter>, String> {
+    match config.sync.as_deref() {
+        None => Ok(Arc::new(DefaultSyncRouter)),
+        Some(source) if source.trim().is_empty() => Ok(Arc::new(DefaultSyncRouter)),
+        Some(source) => {
+            let mut options = JsOptions::default();
+            if let Some(secs) = config.javascript_timeout_secs.filter(|s| *s > 0) {
+                options = options.with_time_limit(std::time::Duration::from_secs(secs));
+            }
+            let function = JsSyncFunction::new(source, options).map_err(|e| e.to_string())?;
+            Ok(Arc::new(function))
+        }
+    }
+}
+
+/// Keeps the sequences of the names still listed, gives `since` to the new ones.
+fn merge_grants(
+    current: &std::collections::BTreeMap<String, u64>,
+    configured: &[String],
+    since: u64,
+) -> std::collections::BTreeMap<String, u64> {
+    configured
+        .iter()
+        .map(|c| (c.clone(), current.get(c).copied().unwrap_or(since)))
+        .collect()
+}
+
+/// Creates or updates the users and roles of the configuration (a password is hashed again
+/// only when it changed).
+fn apply_configured_principals(
+    principals: &Principals,
+    config: &DatabaseConfig,
+    since: u64,
+) -> Result<(), PrincipalsError> {
+    principals.update(|users, roles| {
+        for (name, c) in &config.roles {
+            let role = roles.entry(name.clone()).or_insert_with(Role::default);
+            role.admin_channels = merge_grants(&role.admin_channels, &c.admin_channels, since);
+        }
+        for (name, c) in &config.users {
+            let user = users.entry(name.clone()).or_insert_with(User::default);
+            if let Some(password) = &c.password {
+                let same = user
+                    .password_hash
+                    .as_deref()
+                    .is_some_and(|h| principals::verify_password(h, password));
+                if !same {
+                    user.password_hash = hash_password(password);
+                }
+            }
+            user.admin_channels = merge_grants(&user.admin_channels, &c.admin_channels, since);
+            user.admin_roles = merge_grants(&user.admin_roles, &c.admin_roles, since);
+            // GUEST is disabled unless configured otherwise; other users are enabled.
+            user.disabled = c.disabled.unwrap_or(name == GUEST);
+            if c.email.is_some() {
+                user.email.clone_from(&c.email);
+            }
+        }
+    })
+}
+
+/// Indexes each database's commits on a thread of its own as they happen; the thread ends
+/// when the returned listener is removed.
+fn start_indexer(db: &Arc<Db>) -> ListenerToken {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let token = db.database.add_change_listener(move |_| {
+        let _ = tx.send(());
+    });
+    let weak = Arc::downgrade(db);
+    let spawned = std::thread::Builder::new()
+        .name("ferrolite-gateway-index".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                while rx.try_recv().is_ok() {}
+                let Some(db) = weak.upgrade() else { break };
+                if let Err(e) = db.catch_up() {
+                    tracing::warn!(target: "ferrolite::gateway", database = %db.name, "indexing failed: {e}");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(target: "ferrolite::gateway", "cannot start the indexer: {e}");
+    }
+    token
 }

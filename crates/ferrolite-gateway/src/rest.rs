@@ -1,22 +1,25 @@
-//! The REST API: root, database info, documents, `_all_docs`, `_bulk_docs`, `_changes`,
-//! users and sessions.
+//! The REST API: root, database info, documents and their attachments, `_all_docs`,
+//! `_bulk_docs`, `_changes` (feeds in [`crate::feeds`]), `_purge`, users and sessions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use ferrolite::{ConcurrencyControl, Document, MutableDocument};
+use base64::Engine as _;
+use ferrolite::{Blob, ConcurrencyControl, Document, MutableDocument};
 use serde_json::{json, Map, Value};
 
-use crate::channels::Access;
+use crate::channels::{Access, Routing, UserContext};
 use crate::error::ApiError;
+use crate::feeds::{self, Reader};
+use crate::principals::{hash_password, Role, User};
 use crate::state::{self, Db, Principal, Shared, GUEST, SESSION_COOKIE, SESSION_TTL};
 
 /// Largest request body accepted (Sync Gateway's document limit is 20 MB).
@@ -48,13 +51,23 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/{db}/{docid}",
             get(get_doc).put(put_doc).delete(delete_doc),
+        )
+        .route(
+            "/{db}/{docid}/{*attachment}",
+            get(get_attachment).put(put_attachment),
         );
     if state.admin {
         router = router
+            .route("/{db}/_purge", post(purge))
             .route("/{db}/_user/", get(list_users).post(post_user))
             .route(
                 "/{db}/_user/{name}",
                 put(put_user).get(get_user).delete(delete_user),
+            )
+            .route("/{db}/_role/", get(list_roles).post(post_role))
+            .route(
+                "/{db}/_role/{name}",
+                put(put_role).get(get_role).delete(delete_role),
             );
     }
     router
@@ -93,6 +106,17 @@ impl AppState {
         Ok((db, principal))
     }
 
+    /// The database and the writer as the sync function sees it: `None` on the admin port.
+    pub(crate) fn writer(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<(Arc<Db>, Option<UserContext>), ApiError> {
+        let (db, principal) = self.authorized(name, headers)?;
+        let writer = (!self.admin).then(|| db.user_context(&principal));
+        Ok((db, writer))
+    }
+
     /// The database and what the request may read: everything on the admin port, the
     /// user's channels on the public one.
     pub(crate) fn reader(
@@ -111,7 +135,7 @@ impl AppState {
 }
 
 /// Runs blocking database work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -119,15 +143,20 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-/// A JSON object from a request body: 413 when too large, 400 when malformed.
-fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
-    let bytes = body.map_err(|e| {
+/// A request body: 413 when too large.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Document too large!")
         } else {
             ApiError::new(e.status(), e.body_text())
         }
-    })?;
+    })
+}
+
+/// A JSON object from a request body: 413 when too large, 400 when malformed.
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let bytes = body_bytes(body)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("Document body is empty"));
     }
@@ -188,7 +217,7 @@ async fn db_info(
 // Documents
 
 /// A document as the REST API shows it: `_id`, `_rev`, properties, `_attachments` stubs.
-fn doc_json(doc: &Document) -> Value {
+pub(crate) fn doc_json(doc: &Document) -> Value {
     let mut body = Map::new();
     body.insert("_id".into(), Value::String(doc.id().to_owned()));
     body.insert("_rev".into(), Value::String(doc.revision_id().to_string()));
@@ -261,7 +290,7 @@ async fn get_doc(
         let doc = db.database.document(&docid)?;
         match doc {
             // Sync Gateway answers 403 "forbidden" for a document in none of the user's channels.
-            Some(doc) if !db.can_read(&access, &doc) => {
+            Some(doc) if !db.can_read_id(&access, doc.id()) => {
                 Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden"))
             }
             other => Ok(other),
@@ -282,43 +311,129 @@ async fn get_doc(
 }
 
 /// The outcome of one document write: its ID and new revision.
-struct Written {
+pub(crate) struct Written {
     id: String,
     rev: String,
 }
 
+/// The sync function's view of a refused write.
+fn rejected(r: crate::channels::Reject) -> ApiError {
+    ApiError::new(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+        r.message,
+    )
+}
+
+/// Runs the sync function on a new revision of `docid`: `props` (without the `_id`/`_rev`
+/// keys, which are added), over the current revision `existing`, written by `writer`
+/// (`None` on the admin port).
+fn route(
+    db: &Db,
+    docid: &str,
+    props: &Map<String, Value>,
+    deleted: bool,
+    existing: Option<&Document>,
+    writer: Option<&UserContext>,
+) -> Result<Routing, ApiError> {
+    let mut doc = props.clone();
+    doc.insert("_id".into(), Value::String(docid.to_owned()));
+    if deleted {
+        doc.insert("_deleted".into(), Value::Bool(true));
+    }
+    let old = existing.map(|current| {
+        let mut old = current.properties().clone();
+        old.insert("_id".into(), Value::String(docid.to_owned()));
+        old
+    });
+    db.router
+        .route(&doc, old.as_ref(), writer)
+        .map_err(rejected)
+}
+
+/// Sets the blobs of Sync Gateway's inline attachments (`"_attachments": {"name":
+/// {"content_type": …, "data": "<base64>"}}`) as top-level blob properties: `name`, or the
+/// property a `blob_/name` attachment names. Stubs (`"stub": true`) are left alone: their
+/// blob is already a property.
+fn set_inline_attachments(
+    doc: &mut MutableDocument,
+    attachments: Option<Value>,
+) -> Result<(), ApiError> {
+    let Some(attachments) = attachments else {
+        return Ok(());
+    };
+    let Value::Object(attachments) = attachments else {
+        return Err(ApiError::bad_request("_attachments must be an object"));
+    };
+    for (name, att) in attachments {
+        let Value::Object(att) = att else {
+            return Err(ApiError::bad_request(format!(
+                "attachment {name:?} must be an object"
+            )));
+        };
+        let Some(data) = att.get("data") else {
+            continue;
+        };
+        let bytes = data
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("attachment {name:?}: data is not base64"))
+            })?;
+        let content_type = att
+            .get("content_type")
+            .and_then(Value::as_str)
+            .unwrap_or("application/octet-stream");
+        let property = attachment_property(&name)?;
+        doc.set_blob(property, Blob::from_bytes(content_type, bytes));
+    }
+    Ok(())
+}
+
+/// The top-level property an attachment name stands for: `blob_/image` → `image`, any other
+/// name → itself.
+pub(crate) fn attachment_property(name: &str) -> Result<String, ApiError> {
+    let property = match name.strip_prefix("blob_/") {
+        Some(pointer) if !pointer.contains('/') => pointer.replace("~1", "/").replace("~0", "~"),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "only attachments of top-level properties can be written",
+            ))
+        }
+        None => name.to_owned(),
+    };
+    if property.is_empty() || property.starts_with('_') || property.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "invalid attachment name {name:?}"
+        )));
+    }
+    Ok(property)
+}
+
 /// Writes `body` as a new revision of `docid` on top of `parent` (Sync Gateway's PUT
 /// rules: no parent on a live document → 409 "Document exists"; a stale parent → 409
-/// "Document revision conflict").
+/// "Document revision conflict"), after the sync function accepted it.
 fn write_doc(
     db: &Db,
     docid: &str,
     parent: Option<String>,
     mut body: Map<String, Value>,
+    writer: Option<&UserContext>,
 ) -> Result<Written, ApiError> {
     body.remove("_id");
     body.remove("_rev");
-    body.remove("_attachments");
+    let attachments = body.remove("_attachments");
     body.remove("_revisions");
-    if body.keys().any(|k| k == "_sync" || k.starts_with("_sync_")) {
+    body.remove("_exp");
+    if body.keys().any(|k| k.starts_with('_') && k != "_deleted") {
         return Err(ApiError::bad_request(
             "user defined top level properties beginning with '_' are not allowed in document body",
         ));
     }
     if body.remove("_deleted").and_then(|v| v.as_bool()) == Some(true) {
-        return delete_rev(db, docid, parent);
+        return delete_rev(db, docid, parent, writer);
     }
     let existing = db.database.document(docid)?;
-    let routing = db
-        .router
-        .route(&body, existing.as_ref().map(Document::properties), None)
-        .map_err(|r| {
-            ApiError::new(
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
-                r.message,
-            )
-        })?;
-    let mut doc = match (existing, parent) {
+    let mut doc = match (&existing, parent) {
         (Some(_), None) => return Err(ApiError::conflict("Document exists")),
         (None, Some(_)) => return Err(ApiError::conflict("Document revision conflict")),
         (None, None) => MutableDocument::with_id(docid),
@@ -330,6 +445,18 @@ fn write_doc(
         }
     };
     doc.set_properties(body);
+    set_inline_attachments(&mut doc, attachments)?;
+    save_routed(db, doc, existing.as_ref(), writer)
+}
+
+/// Routes and saves `doc` over `existing`, then indexes it.
+pub(crate) fn save_routed(
+    db: &Db,
+    mut doc: MutableDocument,
+    existing: Option<&Document>,
+    writer: Option<&UserContext>,
+) -> Result<Written, ApiError> {
+    let routing = route(db, doc.id(), doc.properties(), false, existing, writer)?;
     if !db
         .database
         .save_with_concurrency_control(&mut doc, ConcurrencyControl::FailOnConflict)?
@@ -340,15 +467,20 @@ fn write_doc(
         .revision_id()
         .map(ToString::to_string)
         .ok_or_else(|| ApiError::internal("the saved document has no revision"))?;
-    db.channels.set(docid, &rev, routing.channels);
+    db.index_written(doc.id(), &rev, routing);
     Ok(Written {
-        id: docid.to_owned(),
+        id: doc.id().to_owned(),
         rev,
     })
 }
 
 /// Deletes `docid` at revision `parent`, returning the tombstone's revision.
-fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, ApiError> {
+fn delete_rev(
+    db: &Db,
+    docid: &str,
+    parent: Option<String>,
+    writer: Option<&UserContext>,
+) -> Result<Written, ApiError> {
     let current = db
         .database
         .document(docid)?
@@ -356,6 +488,7 @@ fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, A
     if parent.as_deref() != Some(current.revision_id().to_string().as_str()) {
         return Err(ApiError::conflict("Document revision conflict"));
     }
+    let routing = route(db, docid, &Map::new(), true, Some(&current), writer)?;
     if !db
         .database
         .delete_with_concurrency_control(&current, ConcurrencyControl::FailOnConflict)?
@@ -371,7 +504,7 @@ fn delete_rev(db: &Db, docid: &str, parent: Option<String>) -> Result<Written, A
         }
     }
     let rev = rev.ok_or_else(|| ApiError::internal("the tombstone is not in the change feed"))?;
-    db.channels.set_deleted(docid, &rev);
+    db.index_written(docid, &rev, routing);
     Ok(Written {
         id: docid.to_owned(),
         rev,
@@ -421,7 +554,7 @@ async fn put_doc(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let body = json_object(body)?;
     if body
         .get("_id")
@@ -432,7 +565,7 @@ async fn put_doc(
         ));
     }
     let parent = parent_rev(&params, &headers, Some(&body))?;
-    let written = blocking(move || write_doc(&db, &docid, parent, body)).await?;
+    let written = blocking(move || write_doc(&db, &docid, parent, body, writer.as_ref())).await?;
     Ok(written_response(StatusCode::CREATED, &written))
 }
 
@@ -442,13 +575,13 @@ async fn post_doc(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let body = json_object(body)?;
     let docid = match body.get("_id").and_then(Value::as_str) {
         Some(id) => id.to_owned(),
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
-    let written = blocking(move || write_doc(&db, &docid, None, body)).await?;
+    let written = blocking(move || write_doc(&db, &docid, None, body, writer.as_ref())).await?;
     let mut response = written_response(StatusCode::OK, &written);
     if let Ok(v) = HeaderValue::from_str(&written.id) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -462,9 +595,9 @@ async fn delete_doc(
     Query(params): Params,
     headers: HeaderMap,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let parent = parent_rev(&params, &headers, None)?;
-    let written = blocking(move || delete_rev(&db, &docid, parent)).await?;
+    let written = blocking(move || delete_rev(&db, &docid, parent, writer.as_ref())).await?;
     Ok(written_response(StatusCode::OK, &written))
 }
 
@@ -522,7 +655,7 @@ async fn all_docs(
             }
             match db.database.document(&id)? {
                 // Rows the user cannot see are omitted.
-                Some(doc) if !db.can_read(&access, &doc) => {}
+                Some(doc) if !db.can_read_id(&access, doc.id()) => {}
                 Some(doc) => {
                     let mut row = json!({"key": id, "id": id,
                         "value": {"rev": doc.revision_id().to_string()}});
@@ -552,7 +685,7 @@ async fn bulk_docs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, _) = state.authorized(&name, &headers)?;
+    let (db, writer) = state.writer(&name, &headers)?;
     let body = json_object(body)?;
     if body.get("new_edits").and_then(Value::as_bool) == Some(false) {
         return Err(ApiError::bad_request(
@@ -575,7 +708,7 @@ async fn bulk_docs(
                 None => uuid::Uuid::new_v4().simple().to_string(),
             };
             let parent = doc.get("_rev").and_then(Value::as_str).map(str::to_owned);
-            match write_doc(&db, &docid, parent, doc) {
+            match write_doc(&db, &docid, parent, doc, writer.as_ref()) {
                 Ok(w) => results.push(json!({"id": w.id, "rev": w.rev})),
                 Err(e) => results.push(json!({"id": docid, "status": e.status.as_u16(),
                     "error": couch_error_name(e.status), "reason": e.reason})),
@@ -602,14 +735,6 @@ fn couch_error_name(status: StatusCode) -> String {
     }
 }
 
-/// `since` as a plain number or a JSON string (`"12"`, or `"5:12"` → 12).
-fn parse_since(text: &str) -> Result<u64, ApiError> {
-    let text = text.trim().trim_matches('"');
-    let last = text.rsplit(':').next().unwrap_or(text);
-    last.parse()
-        .map_err(|_| ApiError::bad_request(format!("Invalid sequence {text:?}")))
-}
-
 async fn changes(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -618,71 +743,204 @@ async fn changes(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let (db, access) = state.reader(&name, &headers)?;
+    let (db, principal) = state.authorized(&name, &headers)?;
     if method == Method::POST {
-        for (k, v) in json_object(body)? {
-            let v = match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            params.insert(k, v);
+        let bytes = body_bytes(body)?;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            // Parameters in the query string win over those of the body.
+            for (k, v) in json_object(Ok(bytes))? {
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                params.entry(k).or_insert(v);
+            }
         }
     }
-    match params.get("feed").map(String::as_str) {
-        None | Some("normal") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "feed={other} is not supported yet (only normal)"
-            )))
-        }
+    let reader = if state.admin {
+        Reader::Admin
+    } else {
+        Reader::User(principal)
+    };
+    feeds::changes(db, reader, &params).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Attachments and purge
+
+/// 400 for a document ID or attachment name holding control characters.
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!("invalid {what} {name:?}")));
     }
-    if params.contains_key("filter") {
-        return Err(ApiError::bad_request("filters are not supported yet"));
-    }
-    let since = params.get("since").map_or(Ok(0), |s| parse_since(s))?;
-    let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok());
-    let include_docs = flag(&params, "include_docs");
-    let active_only = flag(&params, "active_only");
-    let body = blocking(move || {
-        let mut results = Vec::new();
-        let mut last_seq = since;
-        for change in db.database.changes(since)? {
-            let change = change?;
-            if limit.is_some_and(|l| results.len() >= l) {
-                break;
-            }
-            last_seq = change.sequence;
-            if active_only && change.deleted {
-                continue;
-            }
-            let current = db.database.document(&change.id)?;
-            let readable = match &current {
-                Some(doc) => db.can_read(&access, doc),
-                // A tombstone is seen by readers of the channels it left.
-                None => access.can_read(&db.channels.last_channels(&change.id)),
-            };
-            if !readable {
-                continue;
-            }
-            let mut entry = json!({"seq": change.sequence, "id": change.id,
-                "changes": [{"rev": change.rev.to_string()}]});
-            if change.deleted {
-                entry["deleted"] = Value::Bool(true);
-            }
-            if include_docs {
-                entry["doc"] = match &current {
-                    Some(doc) => doc_json(doc),
-                    None => {
-                        json!({"_id": change.id, "_rev": change.rev.to_string(), "_deleted": true})
-                    }
+    Ok(())
+}
+
+/// The database, document ID and attachment name of an attachment URL, checked.
+fn attachment_path(
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<(String, String, String), ApiError> {
+    let Path((db, docid, attachment)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_name("document ID", &docid)?;
+    check_name("attachment name", &attachment)?;
+    Ok((db, docid, attachment))
+}
+
+/// The blob an attachment name stands for in `doc`: `blob_<JSON pointer>` (as `_attachments`
+/// names them), or a top-level property.
+fn attachment_blob(doc: &Document, name: &str) -> Option<Blob> {
+    let properties = doc.properties();
+    let value = match name.strip_prefix("blob_") {
+        Some(pointer) if pointer.starts_with('/') => {
+            let mut steps = pointer[1..]
+                .split('/')
+                .map(|s| s.replace("~1", "/").replace("~0", "~"));
+            let first = steps.next()?;
+            let mut value = properties.get(&first)?;
+            for step in steps {
+                value = match value {
+                    Value::Object(map) => map.get(&step)?,
+                    Value::Array(items) => items.get(step.parse::<usize>().ok()?)?,
+                    _ => return None,
                 };
             }
-            results.push(entry);
+            value
         }
-        Ok(json!({"results": results, "last_seq": last_seq.to_string()}))
+        _ => properties.get(name)?,
+    };
+    Blob::from_dict(value.as_object()?)
+}
+
+async fn get_attachment(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> ApiResult {
+    let (name, docid, attachment) = attachment_path(path)?;
+    let (db, access) = state.reader(&name, &headers)?;
+    let wanted = params.get("rev").cloned();
+    let (blob, content) = blocking(move || {
+        let doc = db
+            .database
+            .document(&docid)?
+            .ok_or_else(|| ApiError::not_found("missing"))?;
+        if !db.can_read_id(&access, doc.id()) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden"));
+        }
+        if wanted.is_some_and(|w| w != doc.revision_id().to_string()) {
+            return Err(ApiError::not_found("missing"));
+        }
+        let blob = attachment_blob(&doc, &attachment)
+            .ok_or_else(|| ApiError::not_found("missing attachment"))?;
+        let content = db.database.blob_content(&blob)?;
+        Ok((blob, content))
     })
     .await?;
-    Ok(ok_json(StatusCode::OK, body))
+    let mut response = (StatusCode::OK, content).into_response();
+    let content_type = blob
+        .content_type()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    if let Some(digest) = blob.digest() {
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+            response.headers_mut().insert(header::ETAG, v);
+        }
+    }
+    Ok(response)
+}
+
+async fn put_attachment(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (name, docid, attachment) = attachment_path(path)?;
+    let (db, writer) = state.writer(&name, &headers)?;
+    let bytes = body_bytes(body)?;
+    let property = attachment_property(&attachment)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let parent = parent_rev(&params, &headers, None)?;
+    let written = blocking(move || {
+        let blob = Blob::from_bytes(&content_type, bytes);
+        put_blob(&db, &docid, parent, &property, blob, writer.as_ref())
+    })
+    .await?;
+    Ok(written_response(StatusCode::CREATED, &written))
+}
+
+/// Sets blob property `property` of `docid` on a new revision over `parent` (the PUT rules
+/// of [`write_doc`]), creating the document when it does not exist and no parent is given.
+fn put_blob(
+    db: &Db,
+    docid: &str,
+    parent: Option<String>,
+    property: &str,
+    blob: Blob,
+    writer: Option<&UserContext>,
+) -> Result<Written, ApiError> {
+    let existing = db.database.document(docid)?;
+    let mut doc = match (&existing, parent) {
+        (Some(_), None) => return Err(ApiError::conflict("Document exists")),
+        (None, Some(_)) => return Err(ApiError::conflict("Document revision conflict")),
+        (None, None) => MutableDocument::with_id(docid),
+        (Some(current), Some(parent)) => {
+            if current.revision_id().to_string() != parent {
+                return Err(ApiError::conflict("Document revision conflict"));
+            }
+            current.to_mutable()
+        }
+    };
+    doc.set_blob(property, blob);
+    save_routed(db, doc, existing.as_ref(), writer)
+}
+
+/// `POST /{db}/_purge` (admin): `{"<docid>": ["*"], …}` purges each document (no tombstone)
+/// and answers `{"purged": {"<docid>": ["*"], …}}` with those that existed. Only `["*"]`
+/// (every revision) is supported; other revision lists are ignored.
+async fn purge(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    let mut ids = Vec::new();
+    for (id, revs) in body {
+        let Value::Array(revs) = revs else {
+            return Err(ApiError::bad_request(format!(
+                "the revisions of {id:?} must be an array"
+            )));
+        };
+        if revs.len() == 1 && revs[0] == "*" {
+            ids.push(id);
+        }
+    }
+    let purged = blocking(move || {
+        let mut purged = Map::new();
+        for id in ids {
+            match db.database.purge(&id) {
+                Ok(()) => {}
+                Err(e) if e.code() == ferrolite::ErrorCode::NotFound as i32 => continue,
+                Err(e) => return Err(e.into()),
+            }
+            db.channels.remove(&id);
+            purged.insert(id, json!(["*"]));
+        }
+        db.notify_changed();
+        Ok(purged)
+    })
+    .await?;
+    Ok(ok_json(StatusCode::OK, json!({"purged": purged})))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -690,11 +948,14 @@ async fn changes(
 
 fn user_ctx(db: &Db, principal: &Principal) -> Value {
     let mut channels = Map::new();
-    channels.insert("!".into(), json!(1));
-    let name = principal.clone().unwrap_or_else(|| GUEST.to_owned());
-    if let Some(user) = db.users().get(&name) {
-        for ch in &user.admin_channels {
-            channels.insert(ch.clone(), json!(1));
+    match db.access_of(principal) {
+        Access::All => {
+            channels.insert("*".into(), json!(1));
+        }
+        Access::Channels(map) => {
+            for (c, seq) in map {
+                channels.insert(c, json!(seq.max(1)));
+            }
         }
     }
     json!({"ok": true, "userCtx": {"name": principal, "channels": channels},
@@ -725,7 +986,7 @@ async fn post_session(
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty() && *n != GUEST)
             .ok_or_else(|| ApiError::bad_request("Invalid or missing user name"))?;
-        if !db.users().contains_key(user) {
+        if db.principals.user(user).is_none() {
             return Err(ApiError::not_found(format!("No such user {user:?}")));
         }
         let ttl = match body.get("ttl") {
@@ -736,7 +997,10 @@ async fn post_session(
                     .ok_or_else(|| ApiError::bad_request("Invalid or missing ttl"))?,
             ),
         };
-        let (id, expires) = db.create_session(user, ttl);
+        let (id, expires) = db
+            .principals
+            .create_session(user, ttl)
+            .map_err(ApiError::internal)?;
         return Ok(ok_json(
             StatusCode::OK,
             json!({"session_id": id, "expires": state::http_date(expires),
@@ -756,7 +1020,10 @@ async fn post_session(
         db.check_password(name, password)?;
         name.to_owned()
     };
-    let (id, expires) = db.create_session(&user, SESSION_TTL);
+    let (id, expires) = db
+        .principals
+        .create_session(&user, SESSION_TTL)
+        .map_err(ApiError::internal)?;
     let mut response = ok_json(StatusCode::OK, user_ctx(&db, &Some(user)));
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/{}; Expires={}",
@@ -778,7 +1045,11 @@ async fn delete_session(
     let Some(id) = state::cookie(&headers, SESSION_COOKIE) else {
         return Err(ApiError::not_found("no session"));
     };
-    if !db.delete_session(&id) {
+    if !db
+        .principals
+        .delete_session(&id)
+        .map_err(ApiError::internal)?
+    {
         return Err(ApiError::not_found("no session"));
     }
     let mut response = ok_json(StatusCode::OK, json!({"ok": true}));
@@ -800,6 +1071,35 @@ fn valid_user_name(name: &str) -> bool {
         && name.len() <= 239
         && name.chars().any(char::is_alphanumeric)
         && !name.contains(['/', ':', ',', '`'])
+}
+
+/// A list of names from a JSON array of strings.
+fn string_list(value: Option<&Value>, what: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|c| c.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{what} must be strings"))),
+        Some(_) => Err(ApiError::bad_request(format!("{what} must be an array"))),
+    }
+}
+
+/// Keeps the grant sequences of the names still listed; new names are granted at `since`.
+fn regrant(
+    current: &std::collections::BTreeMap<String, u64>,
+    names: Vec<String>,
+    since: u64,
+) -> std::collections::BTreeMap<String, u64> {
+    names
+        .into_iter()
+        .map(|n| {
+            let seq = current.get(&n).copied().unwrap_or(since);
+            (n, seq)
+        })
+        .collect()
 }
 
 /// Creates or updates a user from its JSON; `true` when created.
@@ -829,37 +1129,44 @@ fn upsert_user(db: &Db, name: &str, body: &Map<String, Value>) -> Result<bool, A
             ))
         }
     };
-    let channels = match body.get("admin_channels") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|c| c.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| ApiError::bad_request("admin_channels must be strings"))?,
-        ),
-        Some(_) => return Err(ApiError::bad_request("admin_channels must be an array")),
-    };
+    let channels = string_list(body.get("admin_channels"), "admin_channels")?;
+    let roles = string_list(body.get("admin_roles"), "admin_roles")?;
     let disabled = body.get("disabled").and_then(Value::as_bool);
     let email = body.get("email").and_then(Value::as_str).map(str::to_owned);
-    let mut users = db.users();
-    let created = !users.contains_key(name);
+    let created = db.principals.user(name).is_none();
     if created && name != GUEST && password.is_none() {
         return Err(ApiError::bad_request("Empty passwords are not allowed"));
     }
-    let user = users.entry(name.to_owned()).or_default();
-    if let Some(p) = password {
-        user.password = Some(p);
+    let hash = match &password {
+        Some(p) => Some(hash_password(p).ok_or_else(|| ApiError::internal("cannot hash"))?),
+        None => None,
+    };
+    let since = db.database.last_sequence()?;
+    db.principals
+        .update(|users, _| {
+            let user = users.entry(name.to_owned()).or_insert_with(User::default);
+            if hash.is_some() {
+                user.password_hash = hash;
+            }
+            if let Some(c) = channels {
+                user.admin_channels = regrant(&user.admin_channels, c, since);
+            }
+            if let Some(r) = roles {
+                user.admin_roles = regrant(&user.admin_roles, r, since);
+            }
+            if let Some(d) = disabled {
+                user.disabled = d;
+            }
+            if email.is_some() {
+                user.email = email;
+            }
+        })
+        .map_err(ApiError::internal)?;
+    if password.is_some() {
+        db.principals.forget_verified(name);
     }
-    if let Some(c) = channels {
-        user.admin_channels = c;
-    }
-    if let Some(d) = disabled {
-        user.disabled = d;
-    }
-    if email.is_some() {
-        user.email = email;
-    }
+    // Access may have changed: live feeds look again.
+    db.notify_changed();
     Ok(created)
 }
 
@@ -873,7 +1180,7 @@ async fn put_user(
     if body.get("name").is_some_and(|n| n.as_str() != Some(&user)) {
         return Err(ApiError::bad_request("Name mismatch (can't change name)"));
     }
-    let created = upsert_user(&db, &user, &body)?;
+    let created = blocking(move || upsert_user(&db, &user, &body)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -894,11 +1201,15 @@ async fn post_user(
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("Missing name property"))?
         .to_owned();
-    if db.users().contains_key(&user) {
+    if db.principals.user(&user).is_some() {
         return Err(ApiError::conflict("Already exists"));
     }
-    upsert_user(&db, &user, &body)?;
+    blocking(move || upsert_user(&db, &user, &body)).await?;
     Ok(StatusCode::CREATED.into_response())
+}
+
+fn sorted_keys<V>(map: &std::collections::BTreeMap<String, V>) -> Vec<String> {
+    map.keys().cloned().collect()
 }
 
 async fn get_user(
@@ -906,14 +1217,20 @@ async fn get_user(
     Path((name, user)): Path<(String, String)>,
 ) -> ApiResult {
     let db = state.db(&name)?;
-    let users = db.users();
-    let u = users
-        .get(&user)
+    let u = db
+        .principals
+        .user(&user)
         .ok_or_else(|| ApiError::not_found("missing"))?;
-    let mut all = u.admin_channels.clone();
-    all.push("!".into());
-    let mut body = json!({"name": user, "admin_channels": u.admin_channels,
-        "all_channels": all, "admin_roles": [], "roles": []});
+    let principal = (user != GUEST).then(|| user.clone());
+    let mut all: Vec<String> = match db.access_of(&principal) {
+        Access::All => vec!["*".to_owned()],
+        Access::Channels(m) => m.into_keys().collect(),
+    };
+    all.sort();
+    let mut roles: Vec<String> = db.roles_of(&user).into_keys().collect();
+    roles.sort();
+    let mut body = json!({"name": user, "admin_channels": sorted_keys(&u.admin_channels),
+        "all_channels": all, "admin_roles": sorted_keys(&u.admin_roles), "roles": roles});
     if u.disabled {
         body["disabled"] = Value::Bool(true);
     }
@@ -925,9 +1242,7 @@ async fn get_user(
 
 async fn list_users(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let db = state.db(&name)?;
-    let mut names: Vec<String> = db.users().keys().filter(|n| *n != GUEST).cloned().collect();
-    names.sort();
-    Ok(ok_json(StatusCode::OK, json!(names)))
+    Ok(ok_json(StatusCode::OK, json!(db.principals.user_names())))
 }
 
 async fn delete_user(
@@ -941,9 +1256,130 @@ async fn delete_user(
             "The GUEST user cannot be deleted. Only disabled via an update.",
         ));
     }
-    if db.users().remove(&user).is_none() {
+    let removed = db
+        .principals
+        .update(|users, _| users.remove(&user).is_some())
+        .map_err(ApiError::internal)?;
+    if !removed {
         return Err(ApiError::not_found("missing"));
     }
-    db.delete_sessions_of(&user);
+    db.principals.forget_verified(&user);
+    db.principals
+        .delete_sessions_of(&user)
+        .map_err(ApiError::internal)?;
+    db.notify_changed();
+    Ok(StatusCode::OK.into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Roles (admin port)
+
+async fn put_role(
+    State(state): State<AppState>,
+    Path((name, role)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    if body.get("name").is_some_and(|n| n.as_str() != Some(&role)) {
+        return Err(ApiError::bad_request("Name mismatch (can't change name)"));
+    }
+    let created = upsert_role(&db, &role, &body)?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+    .into_response())
+}
+
+async fn post_role(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let body = json_object(body)?;
+    let role = body
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("Missing name property"))?
+        .to_owned();
+    if db.principals.role(&role).is_some() {
+        return Err(ApiError::conflict("Already exists"));
+    }
+    upsert_role(&db, &role, &body)?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+fn upsert_role(db: &Db, role: &str, body: &Map<String, Value>) -> Result<bool, ApiError> {
+    if !valid_user_name(role) {
+        return Err(ApiError::bad_request("Invalid or missing role name"));
+    }
+    for key in body.keys() {
+        match key.as_str() {
+            "name" | "admin_channels" => {}
+            "all_channels" => {
+                return Err(ApiError::bad_request("Can't change read-only properties"))
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown role property {other:?}"
+                )))
+            }
+        }
+    }
+    let channels = string_list(body.get("admin_channels"), "admin_channels")?;
+    let since = db.database.last_sequence()?;
+    let created = db
+        .principals
+        .update(|_, roles| {
+            let created = !roles.contains_key(role);
+            let r = roles.entry(role.to_owned()).or_insert_with(Role::default);
+            if let Some(c) = channels {
+                r.admin_channels = regrant(&r.admin_channels, c, since);
+            }
+            created
+        })
+        .map_err(ApiError::internal)?;
+    db.notify_changed();
+    Ok(created)
+}
+
+async fn get_role(
+    State(state): State<AppState>,
+    Path((name, role)): Path<(String, String)>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let r = db
+        .principals
+        .role(&role)
+        .ok_or_else(|| ApiError::not_found("missing"))?;
+    let mut all = sorted_keys(&r.admin_channels);
+    all.push("!".to_owned());
+    Ok(ok_json(
+        StatusCode::OK,
+        json!({"name": role, "admin_channels": sorted_keys(&r.admin_channels), "all_channels": all}),
+    ))
+}
+
+async fn list_roles(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let db = state.db(&name)?;
+    Ok(ok_json(StatusCode::OK, json!(db.principals.role_names())))
+}
+
+async fn delete_role(
+    State(state): State<AppState>,
+    Path((name, role)): Path<(String, String)>,
+) -> ApiResult {
+    let db = state.db(&name)?;
+    let removed = db
+        .principals
+        .update(|_, roles| roles.remove(&role).is_some())
+        .map_err(ApiError::internal)?;
+    if !removed {
+        return Err(ApiError::not_found("missing"));
+    }
+    db.notify_changed();
     Ok(StatusCode::OK.into_response())
 }

@@ -1,152 +1,196 @@
 //! Served databases, their users and sessions, and request authentication.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::http::{header, HeaderMap};
 use base64::Engine as _;
-use ferrolite::Database;
+use ferrolite::{Database, Properties};
+use serde_json::Value;
+use tokio::sync::watch;
 
-use crate::channels::{Access, ChannelIndex, DefaultSyncRouter, SyncRouter};
-use crate::config::{DatabaseConfig, UserConfig};
+use crate::channels::{Access, ChannelIndex, DocEntry, Routing, SyncRouter, UserContext};
 use crate::error::ApiError;
+use crate::principals::Principals;
+pub(crate) use crate::principals::GUEST;
 
 /// Sync Gateway's session cookie name.
 pub(crate) const SESSION_COOKIE: &str = "SyncGatewaySession";
 /// How long a session lives.
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-/// The anonymous user's name in the API and the configuration.
-pub(crate) const GUEST: &str = "GUEST";
-
-/// A user (or `GUEST`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct User {
-    pub(crate) password: Option<String>,
-    pub(crate) admin_channels: Vec<String>,
-    pub(crate) disabled: bool,
-    pub(crate) email: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    pub(crate) user: String,
-    pub(crate) expires: SystemTime,
-}
 
 /// One served database.
 #[derive(Debug)]
 pub(crate) struct Db {
     pub(crate) name: String,
     pub(crate) database: Database,
-    /// The configuration (sync function, delta sync: stored for later issues).
-    #[expect(
-        dead_code,
-        reason = "stored only until the sync function and delta sync land"
-    )]
-    pub(crate) config: DatabaseConfig,
     /// Microseconds since the epoch when the database was loaded.
     pub(crate) start_time: u64,
-    /// Routes written revisions into channels (the default sync function for now).
+    /// Routes written revisions into channels: the configured sync function or the default.
     pub(crate) router: Arc<dyn SyncRouter>,
-    /// The channels of every document.
+    /// The channels and grants of every document.
     pub(crate) channels: ChannelIndex,
-    users: Mutex<HashMap<String, User>>,
-    sessions: Mutex<HashMap<String, Session>>,
+    /// Users, roles and sessions.
+    pub(crate) principals: Principals,
+    /// Whether deltas are offered to and accepted from peers (`delta_sync.enabled`).
+    pub(crate) deltas: bool,
+    /// Bumped when the channel index gains entries or anyone's access may have changed.
+    changed: watch::Sender<u64>,
+    /// Routings computed when a revision was checked, used when its commit is indexed:
+    /// (document, revision) → routing.
+    pending: Mutex<HashMap<(String, String), Routing>>,
+    /// The last sequence indexed; held while indexing so commits are indexed in order.
+    indexed: Mutex<u64>,
 }
 
 /// Who made a request: a named user, or `None` for GUEST / the admin port.
 pub(crate) type Principal = Option<String>;
 
 impl Db {
-    pub(crate) fn new(name: String, database: Database, config: DatabaseConfig) -> Db {
-        let mut users = HashMap::new();
-        users.insert(
-            GUEST.to_owned(),
-            User {
-                disabled: true,
-                ..User::default()
-            },
-        );
-        for (user, c) in &config.users {
-            users.insert(user.clone(), user_from_config(user, c));
-        }
+    pub(crate) fn new(
+        name: String,
+        database: Database,
+        router: Arc<dyn SyncRouter>,
+        principals: Principals,
+        deltas: bool,
+    ) -> Db {
         let start_time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         Db {
             name,
             database,
-            config,
             start_time,
-            router: Arc::new(DefaultSyncRouter),
+            router,
             channels: ChannelIndex::default(),
-            users: Mutex::new(users),
-            sessions: Mutex::new(HashMap::new()),
+            principals,
+            deltas,
+            changed: watch::channel(0).0,
+            pending: Mutex::new(HashMap::new()),
+            indexed: Mutex::new(0),
         }
     }
 
-    pub(crate) fn users(&self) -> MutexGuard<'_, HashMap<String, User>> {
-        self.users.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Signals feeds that the index or someone's access changed.
+    pub(crate) fn notify_changed(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Wakes on every index or access change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Indexes every commit not indexed yet, in sequence order.
+    pub(crate) fn catch_up(&self) -> Result<(), ferrolite::Error> {
+        let mut indexed = self.indexed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut any = false;
+        for change in self.database.changes(*indexed)? {
+            let change = change?;
+            *indexed = (*indexed).max(change.sequence);
+            self.index_change(&change)?;
+            any = true;
+        }
+        drop(indexed);
+        if any {
+            self.notify_changed();
+        }
+        Ok(())
+    }
+
+    fn index_change(&self, change: &ferrolite::Change) -> Result<(), ferrolite::Error> {
+        let rev = change.rev.to_string();
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(change.id.clone(), rev.clone()));
+        let routing = match pending {
+            Some(routing) => routing,
+            None => {
+                let mut props = Properties::new();
+                if change.deleted {
+                    props.insert("_deleted".into(), Value::Bool(true));
+                } else {
+                    match self.database.document(&change.id)? {
+                        Some(doc) if doc.revision_id() == &change.rev => {
+                            props = doc.properties().clone();
+                        }
+                        // Changed again since: its later change is indexed instead.
+                        _ => return Ok(()),
+                    }
+                }
+                props.insert("_id".into(), Value::String(change.id.clone()));
+                props.insert("_rev".into(), Value::String(rev.clone()));
+                // A revision the function refuses (written before it was configured, or by
+                // the database's own API) is in no channel.
+                self.router.route(&props, None, None).unwrap_or_default()
+            }
+        };
+        if let Some(at) = routing.expiry {
+            if let Err(e) = self.database.set_document_expiration(&change.id, Some(at)) {
+                tracing::debug!(target: "ferrolite::gateway", id = %change.id, "expiry not set: {e}");
+            }
+        }
+        self.channels.update(
+            &change.id,
+            DocEntry {
+                sequence: change.sequence,
+                rev,
+                deleted: change.deleted,
+                channels: routing.channels,
+                access: routing.access,
+                roles: routing.roles,
+            },
+        );
+        Ok(())
+    }
+
+    /// Records the routing of a revision about to be stored; its commit is indexed with it.
+    pub(crate) fn expect_routing(&self, id: &str, rev: &str, routing: Routing) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((id.to_owned(), rev.to_owned()), routing);
+    }
+
+    /// Indexes a revision just written through REST with its routing (computed with the
+    /// writer's context), so the writer's next read sees it.
+    pub(crate) fn index_written(&self, id: &str, rev: &str, routing: Routing) {
+        self.expect_routing(id, rev, routing);
+        if let Err(e) = self.catch_up() {
+            tracing::warn!(target: "ferrolite::gateway", database = %self.name, "indexing failed: {e}");
+        }
+        // Indexed before the routing was recorded (by the indexer thread): index it again.
+        let late = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(id.to_owned(), rev.to_owned()));
+        if let (Some(routing), Some(entry)) = (late, self.channels.entry(id)) {
+            if entry.rev == rev {
+                self.channels.update(
+                    id,
+                    DocEntry {
+                        channels: routing.channels,
+                        access: routing.access,
+                        roles: routing.roles,
+                        ..entry
+                    },
+                );
+                self.notify_changed();
+            }
+        }
     }
 
     /// Checks a name and password: `Ok(())`, or 401 "Invalid login".
     pub(crate) fn check_password(&self, name: &str, password: &str) -> Result<(), ApiError> {
-        let users = self.users();
-        match users.get(name) {
-            Some(u)
-                if name != GUEST
-                    && !u.disabled
-                    && u.password
-                        .as_deref()
-                        .is_some_and(|p| constant_eq(p, password)) =>
-            {
-                Ok(())
-            }
-            _ => Err(ApiError::unauthorized("Invalid login")),
+        if self.principals.check_password(name, password) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("Invalid login"))
         }
-    }
-
-    /// Starts a session for `user`: its ID and expiry.
-    pub(crate) fn create_session(&self, user: &str, ttl: Duration) -> (String, SystemTime) {
-        let id = new_session_id();
-        let expires = SystemTime::now() + ttl;
-        self.sessions().insert(
-            id.clone(),
-            Session {
-                user: user.to_owned(),
-                expires,
-            },
-        );
-        (id, expires)
-    }
-
-    /// The user of a live session whose user is still enabled.
-    pub(crate) fn session_user(&self, id: &str) -> Option<String> {
-        let mut sessions = self.sessions();
-        let session = sessions.get(id)?.clone();
-        if session.expires <= SystemTime::now() {
-            sessions.remove(id);
-            return None;
-        }
-        drop(sessions);
-        let users = self.users();
-        match users.get(&session.user) {
-            Some(u) if !u.disabled => Some(session.user),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn delete_session(&self, id: &str) -> bool {
-        self.sessions().remove(id).is_some()
-    }
-
-    pub(crate) fn delete_sessions_of(&self, user: &str) {
-        self.sessions().retain(|_, s| s.user != user);
     }
 
     /// Authenticates a public request: Basic, then the session cookie, then GUEST.
@@ -162,6 +206,7 @@ impl Db {
         }
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
             return self
+                .principals
                 .session_user(&id)
                 .map(Some)
                 .ok_or_else(|| ApiError::unauthorized("Session Invalid"));
@@ -173,69 +218,83 @@ impl Db {
         }
     }
 
-    /// What a public request of `principal` (`None` = GUEST) may read: its user's
-    /// `admin_channels` (`*` = everything) and the public channel `!`.
+    /// The roles of user `name`: role → sequence from which it holds it.
+    pub(crate) fn roles_of(&self, name: &str) -> HashMap<String, u64> {
+        let mut roles: HashMap<String, u64> = self.channels.granted_roles(name);
+        if let Some(user) = self.principals.user(name) {
+            for (role, seq) in user.admin_roles {
+                let e = roles.entry(role).or_insert(seq);
+                *e = (*e).min(seq);
+            }
+        }
+        roles
+    }
+
+    /// What a public request of `principal` (`None` = GUEST) may read: its user's channels
+    /// (`admin_channels`, `access()` grants, the same for each of its roles, and the public
+    /// channel `!`; `*` = everything), each with the sequence it became readable at.
     pub(crate) fn access_of(&self, principal: &Principal) -> Access {
         let name = principal.as_deref().unwrap_or(GUEST);
-        let users = self.users();
-        Access::of_channels(users.get(name).map_or(&[][..], |u| &u.admin_channels))
+        let mut channels: HashMap<String, u64> = HashMap::new();
+        let mut add = |c: String, seq: u64| {
+            let e = channels.entry(c).or_insert(seq);
+            *e = (*e).min(seq);
+        };
+        add("!".to_owned(), 0);
+        if let Some(user) = self.principals.user(name) {
+            for (c, seq) in user.admin_channels {
+                add(c, seq);
+            }
+        }
+        for (c, seq) in self.channels.granted_channels(name) {
+            add(c, seq);
+        }
+        for (role, role_seq) in self.roles_of(name) {
+            let Some(r) = self.principals.role(&role) else {
+                continue;
+            };
+            for (c, seq) in r.admin_channels {
+                add(c, seq.max(role_seq));
+            }
+            for (c, seq) in self.channels.granted_channels(&format!("role:{role}")) {
+                add(c, seq.max(role_seq));
+            }
+        }
+        if channels.contains_key("*") {
+            Access::All
+        } else {
+            Access::Channels(channels)
+        }
     }
 
-    /// Whether `access` may read the live document `doc`.
-    pub(crate) fn can_read(&self, access: &Access, doc: &ferrolite::Document) -> bool {
-        *access == Access::All || access.can_read(&self.channels.channels_of(doc, &*self.router))
+    /// The writing user as the sync function sees it (`None` on the admin port).
+    pub(crate) fn user_context(&self, principal: &Principal) -> UserContext {
+        let mut roles: Vec<String> = self
+            .roles_of(principal.as_deref().unwrap_or(GUEST))
+            .into_keys()
+            .collect();
+        roles.sort();
+        let mut channels: Vec<String> = match self.access_of(principal) {
+            Access::All => vec!["*".to_owned()],
+            Access::Channels(m) => m.into_keys().collect(),
+        };
+        channels.sort();
+        UserContext {
+            name: principal.clone().unwrap_or_default(),
+            roles,
+            channels,
+        }
     }
 
-    /// Whether `access` may read document `id`: its current revision's channels, or a
-    /// tombstone's last channels.
+    /// Whether `access` may read document `id` (a tombstone keeps the channels of the
+    /// revision it deleted).
     pub(crate) fn can_read_id(&self, access: &Access, id: &str) -> bool {
-        if *access == Access::All {
-            return true;
-        }
-        match self.database.document(id) {
-            Ok(Some(doc)) => self.can_read(access, &doc),
-            Ok(None) => access.can_read(&self.channels.last_channels(id)),
-            Err(_) => false,
-        }
+        *access == Access::All || access.can_read(&self.channels.channels_of(id))
     }
 
     pub(crate) fn guest_enabled(&self) -> bool {
-        self.users().get(GUEST).is_some_and(|g| !g.disabled)
+        self.principals.user(GUEST).is_some_and(|g| !g.disabled)
     }
-}
-
-fn user_from_config(name: &str, c: &UserConfig) -> User {
-    User {
-        password: c.password.clone(),
-        admin_channels: c.admin_channels.clone(),
-        // GUEST is disabled unless configured otherwise; other users are enabled.
-        disabled: c.disabled.unwrap_or(name == GUEST),
-        email: c.email.clone(),
-    }
-}
-
-/// Compares without an early exit on the first differing byte.
-fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-/// 160 random bits as 40 hex digits.
-fn new_session_id() -> String {
-    let a = uuid::Uuid::new_v4().simple().to_string();
-    let b = uuid::Uuid::new_v4().simple().to_string();
-    // Skip each UUID's version nibble (position 12) so every digit is random.
-    let random: String = a
-        .chars()
-        .enumerate()
-        .chain(b.chars().enumerate())
-        .filter(|(i, _)| *i != 12 && *i != 16)
-        .map(|(_, c)| c)
-        .collect();
-    random.chars().take(40).collect()
 }
 
 /// Name and password of an `Authorization: Basic …` value.
@@ -290,10 +349,49 @@ pub(crate) fn http_date(time: SystemTime) -> String {
     format!("{weekday}, {d:02} {month_name} {year} {h:02}:{m:02}:{s:02} GMT")
 }
 
-/// Shared by the listeners: the databases by name.
-#[derive(Debug, Default)]
+/// Shared by the listeners: the databases by name, and the replication sessions.
+#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) databases: HashMap<String, Arc<Db>>,
+    /// Becomes `true` when the gateway stops: sessions close with 1001.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// The `_blipsync` sessions running.
+    sessions: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        databases: HashMap<String, Arc<Db>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            databases,
+            shutdown,
+            sessions: Mutex::new(tokio::task::JoinSet::new()),
+        }
+    }
+
+    /// Runs a replication session, tracked so that a stopping gateway waits for it.
+    pub(crate) fn spawn_session(
+        &self,
+        session: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget the sessions that ended.
+        while sessions.try_join_next().is_some() {}
+        sessions.spawn(session);
+    }
+
+    /// Waits up to `limit` for the sessions to end (they were told to close), then aborts
+    /// the rest.
+    pub(crate) async fn drain_sessions(&self, limit: Duration) {
+        let mut sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(PoisonError::into_inner));
+        let drain = async { while sessions.join_next().await.is_some() {} };
+        if tokio::time::timeout(limit, drain).await.is_err() {
+            sessions.abort_all();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -310,13 +408,6 @@ mod tests {
             http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
             "Tue, 14 Nov 2023 22:13:20 GMT"
         );
-    }
-
-    #[test]
-    fn session_ids_are_40_hex() {
-        let id = new_session_id();
-        assert_eq!(id.len(), 40);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub struct IncomingWrite<'a> {
     pub body: &'a [u8],
     /// Whether it is a deletion.
     pub deleted: bool,
-    /// The body of the document's current revision, if it has one with a body (the sync
-    /// function's `oldDoc`).
+    /// The body of the document's current revision, if it has one with a body and is not a
+    /// tombstone (the sync function's `oldDoc`); `None` for a new or deleted document.
     pub parent_body: Option<&'a [u8]>,
 }
 

@@ -6,7 +6,8 @@
 //!   transient failures with backoff, reports [`ReplicatorStatus`] to listeners, and offers
 //!   [`Replicator::sync_once`] for an OS background refresh;
 //! - **passive** — [`serve_passive`]: what a Couchbase Lite listener or Sync Gateway does
-//!   with one accepted connection.
+//!   with one accepted connection; with a [`PeerAccess`] ([`PassiveOptions::access`]) the
+//!   peer reads and writes by channels, as a Sync Gateway user does.
 //!
 //! # How it is built
 //!
@@ -108,6 +109,7 @@
 mod access;
 mod active;
 mod blobs;
+mod channel_feed;
 mod checkpoint;
 mod config;
 mod conflict;

@@ -1,5 +1,12 @@
 //! The passive side: answers a peer's replication requests on one connection (what a
 //! Couchbase Lite listener or Sync Gateway does).
+//!
+//! With [`PassiveOptions::access`] the peer's reads and writes go through a
+//! [`PeerAccess`]: pushed revisions are checked before they are stored, and `subChanges`
+//! feeds follow the peer's channels (`channel_feed`): rows come from the channel index,
+//! channels granted later are backfilled, and lost access is announced with removal and
+//! revocation rows (or, to a peer that did not ask for those, with `{"_removed":true}`
+//! revision bodies).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -14,11 +21,13 @@ use ferrolite_protocol::messages::{
 use ferrolite_storage::{ObservedStore, ObserverId, Store};
 use ferrolite_transport::Connection;
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::access::{IncomingWrite, PeerAccess, WriteRejected};
 use crate::blobs::{FetchPolicy, IncomingBlob};
+use crate::channel_feed::{self, Position, RowFilter, View};
 use crate::content::RevContent;
 use crate::db::{self, Db, Inserter, RevToInsert};
 use crate::delta_sync::{self, Encoding, OutgoingRev, SentRev};
@@ -47,8 +56,28 @@ pub struct PassiveOptions {
     pub disable_deltas: bool,
     /// Which documents the peer may pull: `subChanges` feeds skip the rows of documents
     /// for which it returns `false` (called with the document ID, on a blocking thread).
-    /// `None`: every document.
+    /// `None`: every document. It applies on top of [`access`](Self::access).
     pub read_filter: Option<ReadFilter>,
+    /// Channel-based access of the peer (the gateway's users, channels and sync function);
+    /// `None`: the peer reads every document and any revision it pushes is accepted.
+    ///
+    /// - Every pushed `rev` is checked with [`PeerAccess::check_write`] before it is stored;
+    ///   a refusal is answered `HTTP <status>` with its message.
+    /// - A `subChanges` feed reads the changes of the peer's readable channels (narrowed by
+    ///   a `sync_gateway/bychannel` filter) through [`PeerAccess::changes_in`]. Channels
+    ///   that became readable at or after the peer's `since`, or while the feed runs, are
+    ///   backfilled: their older documents are sent with the feed's position as sequence. A
+    ///   document routed out of the peer's channels is sent as a removal row (flag 4) to a
+    ///   peer that subscribed with `revocations=true`, else as an ordinary row whose
+    ///   revision body is `{"_removed":true}`; a channel lost while the feed runs produces
+    ///   revocation rows (flag 2) for its documents the peer cannot reach otherwise, when
+    ///   it asked for revocations. Continuous feeds also wake on
+    ///   [`PeerAccess::subscribe`].
+    /// - When [`PeerAccess::readable_channels`] returns `None` the feed scans the store as
+    ///   without access (a by-channel filter still narrows it, through the channel index).
+    ///
+    /// Its methods are called on blocking threads.
+    pub access: Option<Arc<dyn PeerAccess>>,
 }
 
 impl std::fmt::Debug for PassiveOptions {
@@ -57,6 +86,7 @@ impl std::fmt::Debug for PassiveOptions {
             .field("read_only", &self.read_only)
             .field("disable_deltas", &self.disable_deltas)
             .field("read_filter", &self.read_filter.is_some())
+            .field("access", &self.access.is_some())
             .finish()
     }
 }
@@ -270,18 +300,21 @@ impl Passive {
                 None => return http_error(request, 400, "Invalid subChanges parameters"),
             },
         };
-        match sub.filter.as_deref() {
-            None => {}
-            // Channels come with the gateway: without it no document has any, so the
-            // by-channel filter is accepted and every document is served.
+        let channels: Option<HashSet<String>> = match sub.filter.as_deref() {
+            None => None,
             Some(BYCHANNEL_FILTER) if !sub.channels.is_empty() => {
-                debug!(target: "ferrolite::replicator", channels = ?sub.channels, "passive peer: channels ignored (no channels without the gateway)");
+                if self.options.access.is_none() {
+                    // Channels come with access: without it no document has any, so the
+                    // by-channel filter is accepted and every document is served.
+                    debug!(target: "ferrolite::replicator", channels = ?sub.channels, "passive peer: channels ignored (no channel access)");
+                }
+                Some(sub.channels.iter().cloned().collect())
             }
             Some(BYCHANNEL_FILTER) => return http_error(request, 400, "Empty channel list"),
             Some(_) => {
                 return http_error(request, 400, "Unknown filter; try sync_gateway/bychannel")
             }
-        }
+        };
         if let Some(feed) = self.feed.take() {
             feed.abort();
         }
@@ -292,9 +325,16 @@ impl Passive {
             since,
             batch: sub.batch.unwrap_or(DEFAULT_BATCH).clamp(1, 1000) as usize,
             continuous: sub.continuous,
-            active_only: sub.active_only,
-            doc_ids: sub.doc_ids.map(|ids| ids.into_iter().collect()),
-            read_filter: self.options.read_filter.clone(),
+            filter: RowFilter {
+                active_only: sub.active_only,
+                doc_ids: sub.doc_ids.map(|ids| Arc::new(ids.into_iter().collect())),
+                read_filter: self.options.read_filter.clone(),
+            },
+            access: self.options.access.clone().map(|access| FeedAccess {
+                access,
+                channels,
+                revocations: sub.revocations,
+            }),
         };
         self.feed = Some(tokio::spawn(async move {
             if let Err(err) = feed.run().await {
@@ -392,6 +432,20 @@ impl Passive {
             Ok(prepared) => prepared,
             Err(why) => return Some(http_error(request, 400, &why)),
         };
+        if let Some(access) = &self.options.access {
+            match check_write(&self.db, access.clone(), &rev, &prepared).await {
+                Ok(Ok(())) => {}
+                Ok(Err(rejected)) => {
+                    debug!(target: "ferrolite::replicator", id = %rev.id, rev = %rev.rev, status = rejected.status, message = %rejected.message, "passive peer: pushed revision refused");
+                    return Some(http_error(
+                        request,
+                        i32::from(rejected.status),
+                        &rejected.message,
+                    ));
+                }
+                Err(err) => return Some(http_error(request, 500, &err.to_string())),
+            }
+        }
         let mode = if rev.no_conflicts {
             InsertMode::NoConflicts
         } else {
@@ -422,6 +476,38 @@ impl Passive {
             Err(err) => Some(http_error(request, 503, &err.to_string())),
         }
     }
+}
+
+/// Asks `access` whether the pushed `rev` may be stored, with the body of the document's
+/// current revision (none for a new document or a tombstone) as its parent body.
+async fn check_write(
+    db: &Db,
+    access: Arc<dyn PeerAccess>,
+    rev: &Rev,
+    prepared: &PreparedRev,
+) -> Result<Result<(), WriteRejected>, ReplicatorError> {
+    let doc_id = rev.id.clone();
+    let rev_id = rev.rev.clone();
+    let body = prepared.body.clone();
+    let deleted = rev.deleted;
+    db.call(move |store| {
+        let record = store.get(&doc_id)?;
+        let parent_body = record.as_ref().and_then(|record| {
+            let current = record.tree.current()?;
+            if current.is_deleted() {
+                return None;
+            }
+            current.body().cloned()
+        });
+        Ok(access.check_write(&IncomingWrite {
+            doc_id: &doc_id,
+            rev_id: &rev_id,
+            body: &body,
+            deleted,
+            parent_body: parent_body.as_deref(),
+        }))
+    })
+    .await
 }
 
 /// A checked incoming revision: `[rev] + history`, the canonical body, and the blobs it
@@ -513,18 +599,32 @@ struct Feed {
     content: Arc<RevContent>,
     db: Db,
     blip: Blip,
+    /// The feed's position: the last sequence read.
     since: u64,
     batch: usize,
     continuous: bool,
-    active_only: bool,
-    doc_ids: Option<HashSet<String>>,
-    /// Documents the peer may not read are skipped.
-    read_filter: Option<ReadFilter>,
+    /// `activeOnly`, `docIDs` and the read filter.
+    filter: RowFilter,
+    /// The peer's channel access, when the options have one.
+    access: Option<FeedAccess>,
+}
+
+/// What a feed needs of the peer's channel access.
+struct FeedAccess {
+    access: Arc<dyn PeerAccess>,
+    /// The channels of a `sync_gateway/bychannel` filter.
+    channels: Option<HashSet<String>>,
+    /// The peer subscribed with `revocations=true`: removals and revocations are sent as
+    /// flagged rows.
+    revocations: bool,
 }
 
 /// A row of the feed with what is needed to send its revision.
-struct FeedRow {
-    row: ChangeRow,
+pub(crate) struct FeedRow {
+    pub(crate) row: ChangeRow,
+    /// The peer may no longer read this revision: if it asks for it, it gets a removal
+    /// body (`{"_removed":true}`, `{}` for a tombstone).
+    pub(crate) removed: bool,
 }
 
 impl Feed {
@@ -533,10 +633,33 @@ impl Feed {
         let _observer = self
             .continuous
             .then(|| ObserverGuard::notify_on_commit(self.db.store(), wake.clone()));
+        let mut access_changed = match &self.access {
+            Some(access) if self.continuous => {
+                let access = access.access.clone();
+                Some(self.db.call(move |_| Ok(access.subscribe())).await?)
+            }
+            _ => None,
+        };
+        let mut view: Option<View> = None;
         let mut in_flight: VecDeque<SentRev> = VecDeque::new();
         let mut sent_caught_up = false;
         loop {
-            let (rows, scanned_to, exhausted) = self.read_rows().await?;
+            if let Some(changed) = access_changed.as_mut() {
+                changed.borrow_and_update();
+            }
+            if self.access.is_some() {
+                let (new_view, rows) = self.refresh_view(view.take()).await?;
+                view = Some(new_view);
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let batch: Vec<FeedRow> = rows.by_ref().take(self.batch).collect();
+                    self.send_batch(batch, &mut in_flight).await?;
+                }
+            }
+            let (rows, scanned_to, exhausted) = match view.as_ref().and_then(View::channels) {
+                Some(channels) => self.read_channel_rows(channels).await?,
+                None => self.read_rows().await?,
+            };
             self.since = scanned_to;
             if !rows.is_empty() {
                 self.send_batch(rows, &mut in_flight).await?;
@@ -554,19 +677,91 @@ impl Feed {
                 if !self.continuous {
                     return Ok(());
                 }
-                wake.notified().await;
+                if wait(&wake, access_changed.as_mut()).await {
+                    access_changed = None;
+                }
             }
         }
     }
 
-    /// Reads up to `batch` rows after `since`, skipping what the filters exclude. Returns
-    /// the rows, the last sequence scanned and whether the feed was exhausted.
+    /// Re-reads the peer's readable channels; returns its view and the rows its change
+    /// calls for: at the start, the backfill of channels granted since the peer's `since`;
+    /// later, when the channels changed, revocations and the backfill of gained channels.
+    async fn refresh_view(
+        &self,
+        old: Option<View>,
+    ) -> Result<(View, Vec<FeedRow>), ReplicatorError> {
+        let Some(feed_access) = &self.access else {
+            return Ok((View::All, Vec::new()));
+        };
+        let access = feed_access.access.clone();
+        let channels = feed_access.channels.clone();
+        let revocations = feed_access.revocations;
+        let filter = self.filter.clone();
+        let since = self.since;
+        let batch = self.batch;
+        self.db
+            .call(move |store| {
+                let new = View::new(access.readable_channels(), channels.as_ref());
+                let rows = match &old {
+                    None => {
+                        channel_feed::initial_rows(&*access, store, &new, since, batch, &filter)?
+                    }
+                    Some(old) if !old.same_channels(&new) => {
+                        debug!(target: "ferrolite::replicator", from = ?old.channels(), to = ?new.channels(), "passive change feed: the peer's channels changed");
+                        channel_feed::transition_rows(
+                            &*access,
+                            store,
+                            old,
+                            &new,
+                            Position(since),
+                            batch,
+                            &filter,
+                            revocations,
+                        )?
+                    }
+                    Some(_) => Vec::new(),
+                };
+                Ok((new, rows))
+            })
+            .await
+    }
+
+    /// Reads up to `batch` rows after `since` from the channel index.
+    async fn read_channel_rows(
+        &self,
+        channels: HashSet<String>,
+    ) -> Result<(Vec<FeedRow>, u64, bool), ReplicatorError> {
+        let Some(feed_access) = &self.access else {
+            return self.read_rows().await;
+        };
+        let access = feed_access.access.clone();
+        let revocations = feed_access.revocations;
+        let filter = self.filter.clone();
+        let since = self.since;
+        let batch = self.batch;
+        self.db
+            .call(move |store| {
+                channel_feed::channel_rows(
+                    &*access,
+                    store,
+                    &channels,
+                    since,
+                    batch,
+                    &filter,
+                    revocations,
+                )
+            })
+            .await
+    }
+
+    /// Reads up to `batch` rows after `since` from the store's change feed, skipping what
+    /// the filters exclude. Returns the rows, the last sequence scanned and whether the
+    /// feed was exhausted.
     async fn read_rows(&self) -> Result<(Vec<FeedRow>, u64, bool), ReplicatorError> {
         let since = self.since;
         let batch = self.batch;
-        let active_only = self.active_only;
-        let doc_ids = self.doc_ids.clone();
-        let read_filter = self.read_filter.clone();
+        let filter = self.filter.clone();
         self.db
             .call(move |store| {
                 let mut rows = Vec::new();
@@ -576,16 +771,10 @@ impl Feed {
                     let short = page.len() < batch;
                     for change in page {
                         scanned = change.sequence;
-                        if active_only && change.deleted {
+                        if filter.active_only && change.deleted {
                             continue;
                         }
-                        if doc_ids
-                            .as_ref()
-                            .is_some_and(|ids| !ids.contains(&change.id))
-                        {
-                            continue;
-                        }
-                        if read_filter.as_ref().is_some_and(|f| !f(&change.id)) {
+                        if !filter.admits(&change.id) {
                             continue;
                         }
                         let body_size = store.get(&change.id)?.and_then(|r| {
@@ -606,6 +795,7 @@ impl Feed {
                                 },
                                 body_size,
                             },
+                            removed: false,
                         });
                         if rows.len() >= batch {
                             return Ok((rows, scanned, false));
@@ -625,6 +815,7 @@ impl Feed {
         rows: Vec<FeedRow>,
         in_flight: &mut VecDeque<SentRev>,
     ) -> Result<(), ReplicatorError> {
+        let removed: Vec<bool> = rows.iter().map(|r| r.removed).collect();
         let changes = Changes {
             rows: rows.into_iter().map(|r| r.row).collect(),
             collection: None,
@@ -634,11 +825,14 @@ impl Feed {
         self.content.peer_said(reply.blobs, reply.deltas);
         let encoding = self.content.encoding();
         let max_history = reply.max_history.unwrap_or(DEFAULT_MAX_DEPTH) as usize;
-        let wanted: Vec<(ChangeRow, Vec<RevId>)> = changes
+        let wanted: Vec<(ChangeRow, Vec<RevId>, bool)> = changes
             .rows
             .into_iter()
             .enumerate()
-            .filter_map(|(i, row)| reply.wanted(i).map(|known| (row, known.to_vec())))
+            .filter_map(|(i, row)| {
+                let known = reply.wanted(i)?.to_vec();
+                Some((row, known, removed.get(i).copied().unwrap_or(false)))
+            })
             .collect();
         if wanted.is_empty() {
             return Ok(());
@@ -647,8 +841,12 @@ impl Feed {
             .db
             .call(move |store| {
                 let mut out = Vec::with_capacity(wanted.len());
-                for (row, known) in &wanted {
-                    out.push(rev_message(store, row, known, max_history, encoding)?);
+                for (row, known, removed) in &wanted {
+                    out.push(if *removed {
+                        removal_message(store, row, known, max_history)?
+                    } else {
+                        rev_message(store, row, known, max_history, encoding)?
+                    });
                 }
                 Ok(out)
             })
@@ -666,6 +864,79 @@ impl Feed {
             in_flight.push_back(SentRev::send(&self.blip, out).await?);
         }
         Ok(())
+    }
+}
+
+/// Waits for a commit of the store or, with `access_changed`, a change of the peer's
+/// access. Returns `true` when the access stopped announcing changes (its sender is gone).
+async fn wait(wake: &Notify, access_changed: Option<&mut watch::Receiver<u64>>) -> bool {
+    match access_changed {
+        Some(changed) => tokio::select! {
+            () = wake.notified() => false,
+            result = changed.changed() => result.is_err(),
+        },
+        None => {
+            wake.notified().await;
+            false
+        }
+    }
+}
+
+/// The `rev` for a wanted row whose revision the peer may no longer read (a removal sent
+/// as an ordinary row, or a flagged row it asked for anyway): the revision's ID, history
+/// and deletion with the body `{"_removed":true}` (`{}` for a tombstone), as Sync Gateway
+/// sends it; `norev` when the revision is gone.
+fn removal_message(
+    store: &dyn Store,
+    row: &ChangeRow,
+    known: &[RevId],
+    max_history: usize,
+) -> Result<OutgoingRev, ReplicatorError> {
+    let record = store.get(&row.doc_id)?;
+    let found = record.as_ref().and_then(|record| {
+        let rev = record.tree.get(&row.rev_id)?;
+        let known: Vec<&RevId> = known.iter().collect();
+        let body: &'static [u8] = if rev.is_deleted() {
+            b"{}"
+        } else {
+            br#"{"_removed":true}"#
+        };
+        Some(Rev {
+            id: row.doc_id.clone(),
+            rev: row.rev_id.clone(),
+            sequence: Some(row.sequence.clone()),
+            history: db::history_to_send(&record.tree, &row.rev_id, &known, max_history),
+            deleted: rev.is_deleted(),
+            no_conflicts: false,
+            delta_src: None,
+            replaced_rev: None,
+            deleted_branch: None,
+            collection: None,
+            body: bytes::Bytes::from_static(body),
+        })
+    });
+    Ok(match found {
+        Some(rev) => OutgoingRev {
+            message: rev.to_message(),
+            full: None,
+        },
+        None => obsolete(row),
+    })
+}
+
+/// The `norev` for a row whose revision is gone.
+fn obsolete(row: &ChangeRow) -> OutgoingRev {
+    OutgoingRev {
+        message: NoRev {
+            id: row.doc_id.clone(),
+            rev: row.rev_id.clone(),
+            sequence: Some(row.sequence.clone()),
+            error: Some(410),
+            reason: Some("obsolete".to_owned()),
+            collection: None,
+        }
+        .to_message(),
+        full: None,
     }
 }
 
@@ -711,18 +982,7 @@ fn rev_message(
             let base = base.as_ref().map(|(id, body)| (*id, body));
             delta_sync::encode_rev(rev, base, encoding)
         }
-        None => OutgoingRev {
-            message: NoRev {
-                id: row.doc_id.clone(),
-                rev: row.rev_id.clone(),
-                sequence: Some(row.sequence.clone()),
-                error: Some(410),
-                reason: Some("obsolete".to_owned()),
-                collection: None,
-            }
-            .to_message(),
-            full: None,
-        },
+        None => obsolete(row),
     })
 }
 

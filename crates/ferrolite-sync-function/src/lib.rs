@@ -1,9 +1,51 @@
 //! Sync Gateway's sync function: what decides, for each new revision, its channels, the
 //! access and roles it grants, its expiry, or that it is refused.
 //!
-//! [`SyncRouter`] is the contract the gateway calls on every write; [`DefaultSyncRouter`] is
-//! Sync Gateway's default function, `function(doc){channel(doc.channels);}`, and needs no
-//! JavaScript.
+//! [`SyncRouter`] is the contract the gateway calls on every write. Two routers implement
+//! it:
+//!
+//! - [`DefaultSyncRouter`], Sync Gateway's default function,
+//!   `function(doc){channel(doc.channels);}`, in Rust;
+//! - [`JsSyncFunction`], a sync function written in JavaScript (Sync Gateway's `sync`
+//!   setting), run by QuickJS engines on a small pool of worker threads, with Sync Gateway's
+//!   helpers (`channel`, `access`, `role`, `expiry`, `reject`, `requireUser`, `requireRole`,
+//!   `requireAccess`, `requireAdmin`), its error statuses and messages, a time limit per
+//!   call and a memory limit per engine.
+//!
+//! ```
+//! use ferrolite_sync_function::{JsOptions, JsSyncFunction, SyncRouter, UserContext};
+//! use serde_json::json;
+//!
+//! let sync = JsSyncFunction::new(
+//!     r#"function(doc, oldDoc, meta) {
+//!         requireUser(doc.owner);
+//!         channel("user." + doc.owner);
+//!         access(doc.owner, "user." + doc.owner);
+//!     }"#,
+//!     JsOptions::default(),
+//! )?;
+//! let doc = json!({"_id": "p1", "owner": "alice"});
+//! let doc = doc.as_object().unwrap();
+//! let alice = UserContext { name: "alice".into(), ..UserContext::default() };
+//! let routing = sync.route(doc, None, Some(&alice)).unwrap();
+//! assert_eq!(routing.channels, ["user.alice"]);
+//! assert_eq!(routing.access["alice"], ["user.alice"]);
+//!
+//! let bob = UserContext { name: "bob".into(), ..UserContext::default() };
+//! let refused = sync.route(doc, None, Some(&bob)).unwrap_err();
+//! assert_eq!((refused.status, refused.message.as_str()), (403, "sg wrong user"));
+//! # Ok::<(), ferrolite_sync_function::CompileError>(())
+//! ```
+
+mod expiry;
+mod js;
+mod names;
+
+pub use expiry::{parse_expiry, Expiry, MAX_RELATIVE_EXPIRY};
+pub use js::{
+    CompileError, JsOptions, JsSyncFunction, SyntaxError, DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT,
+};
+pub use names::{is_valid_channel_name, is_valid_principal_name, ROLE_PREFIX};
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -55,7 +97,7 @@ pub struct Reject {
 /// Gateway's sync function.
 ///
 /// [`DefaultSyncRouter`] is Sync Gateway's default, `function(doc){channel(doc.channels);}`;
-/// the JavaScript sync function implements the same trait.
+/// [`JsSyncFunction`] runs a JavaScript sync function.
 pub trait SyncRouter: Debug + Send + Sync {
     /// The routing of `doc` (the new revision's properties plus `_id`, `_rev`, and
     /// `_deleted: true` for a deletion), given `old` (the current revision's properties
@@ -71,7 +113,7 @@ pub trait SyncRouter: Debug + Send + Sync {
 
 /// Sync Gateway's default sync function: the `channels` property, a string or an array of
 /// strings, names the channels; anything else (absent, `null`, other types) routes to no
-/// channel. Non-string array items and empty names are ignored.
+/// channel. Non-string array items and invalid names (empty, or with a comma) are ignored.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultSyncRouter;
 
@@ -82,21 +124,11 @@ impl SyncRouter for DefaultSyncRouter {
         _old: Option<&Properties>,
         _user: Option<&UserContext>,
     ) -> Result<Routing, Reject> {
-        let mut channels: Vec<String> = Vec::new();
-        let mut add = |name: &str| {
-            if !name.is_empty() && !channels.iter().any(|c| c == name) {
-                channels.push(name.to_owned());
-            }
+        let channels = match doc.get("channels") {
+            Some(Value::String(name)) => names::channel_set([name.as_str()]),
+            Some(Value::Array(items)) => names::channel_set(items.iter().filter_map(Value::as_str)),
+            _ => Vec::new(),
         };
-        match doc.get("channels") {
-            Some(Value::String(name)) => add(name),
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(add),
-            _ => {}
-        }
-        // `channel("*")` collapses the set to the star alone.
-        if channels.iter().any(|c| c == "*") {
-            channels = vec!["*".to_owned()];
-        }
         Ok(Routing {
             channels,
             ..Routing::default()
@@ -123,7 +155,7 @@ mod tests {
     fn default_router() {
         assert_eq!(route(json!({"channels": "a"})), ["a"]);
         assert_eq!(
-            route(json!({"channels": ["a", "b", "a", 3, ""]})),
+            route(json!({"channels": ["a", "b", "a", 3, "", "c,d"]})),
             ["a", "b"]
         );
         assert!(route(json!({"channels": null})).is_empty());

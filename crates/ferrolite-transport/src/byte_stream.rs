@@ -73,6 +73,9 @@ pub struct ByteStreamConfig {
     /// for it: it only tells the layer above which replication protocol the peer
     /// speaks (set `BLIP_3+CBMobile_2` for a Couchbase Lite 2.x peer).
     pub subprotocol: Option<String>,
+    /// When this becomes `true`, the connection is closed with code 1001 (going away), as
+    /// a server shutting down does (default: none).
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ByteStreamConfig {
@@ -84,6 +87,7 @@ impl ByteStreamConfig {
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
             heartbeat: Some(DEFAULT_HEARTBEAT),
             subprotocol: Some(BYTE_STREAM_SUBPROTOCOL.to_owned()),
+            shutdown: None,
         }
     }
 
@@ -112,6 +116,12 @@ impl ByteStreamConfig {
     /// Sets [`subprotocol`](Self::subprotocol).
     pub fn with_subprotocol(mut self, subprotocol: Option<String>) -> Self {
         self.subprotocol = subprotocol;
+        self
+    }
+
+    /// Sets [`shutdown`](Self::shutdown).
+    pub fn with_shutdown(mut self, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 
@@ -193,5 +203,5 @@ where
         Some(options.tungstenite_config()),
     )
     .await;
-    into_connection(ws, config.subprotocol, &options, None, None)
+    into_connection(ws, config.subprotocol, &options, config.shutdown, None)
 }

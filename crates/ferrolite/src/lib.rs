@@ -73,8 +73,9 @@ pub use replication::{
 };
 
 pub use ferrolite_replicator::{
-    ActivityLevel, Direction, DocumentFlags, Progress, ReplicatedDocument, ReplicatorError,
-    ReplicatorStatus, ReplicatorType, SyncOutcome,
+    ActivityLevel, ChannelChange, Direction, DocumentFlags, IncomingWrite, PeerAccess, Progress,
+    ReplicatedDocument, ReplicatorError, ReplicatorStatus, ReplicatorType, SyncOutcome,
+    WriteRejected,
 };
 pub use ferrolite_transport::Authenticator;
 

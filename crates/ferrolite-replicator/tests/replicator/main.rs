@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, dead_code)]
 
+mod access;
 mod basic;
 mod content;
 mod decisions;
