@@ -48,26 +48,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the gateway may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-// IMAGE: the gateway on this branch does not store inline attachments yet (a document PUT
-// ignores `_attachments`), so the profile reaches the phone without its image. Until it
-// does, the session (1) skips the commands that read the image, (2) drops the `"image": {`
-// … `},` member from the expected output of `ferrolite get`, and (3) reads the revision IDs
-// the docs show (those of the profile with its image, as `Database::save` computes them
-// with the image blob in property `image`) as those of the profile without it. Delete this
-// block and its uses (`Image::`) once the gateway stores `_attachments` as blobs.
-const IMAGE_PENDING: bool = true;
-const IMAGE_SKIPPED: &[&str] = &["ferrolite blob get phone user::demo@example.com image"];
-const IMAGE_REVS: &[(&str, &str)] = &[
-    (
-        "1-4148073561600770a1baa9ee355300ec0dab36a9",
-        "1-b37a86f451ff70ba27009e7ff004fe9ca801fa1a",
-    ),
-    (
-        "2-4447c72c18caeb9b78c9be05f84ca58518d5d49d",
-        "2-0b573b7bc9883a672ed192689024b4630961fa71",
-    ),
-];
-
 fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
@@ -527,23 +507,11 @@ impl Session {
                 ));
             }
         }
-        if IMAGE_PENDING {
-            let joined = words.join(" ");
-            if IMAGE_SKIPPED.iter().any(|s| joined.starts_with(s)) {
-                self.log
-                    .push(format!("$ {} (skipped: IMAGE)", step.command));
-                self.last = None;
-                return;
-            }
-        }
         let background = words.last().is_some_and(|w| w == "&");
         if background {
             words.pop();
         }
-        let mut words: Vec<String> = words
-            .iter()
-            .map(|w| image_revs_to_actual(&self.to_session_ports(w)))
-            .collect();
+        let mut words: Vec<String> = words.iter().map(|w| self.to_session_ports(w)).collect();
         self.log.push(format!("$ {}", step.command));
         let (status, output) = match words[0].as_str() {
             "ferrolite" => {
@@ -587,18 +555,14 @@ impl Session {
         };
         let output = self.to_doc_ports(&output);
         self.log.push(output.trim_end().to_owned());
-        let mut expected = step.expected.clone();
-        if IMAGE_PENDING && words.get(1).is_some_and(|w| w == "get") {
-            expected = without_image_member(&expected);
-        }
-        let expected: Vec<String> = expected.iter().map(|l| image_revs_to_actual(l)).collect();
+        let expected = &step.expected;
         let actual: Vec<String> = output.lines().map(str::to_owned).collect();
-        if !lines_match(&expected, &actual) {
+        if !lines_match(expected, &actual) {
             self.fail(&format!(
                 "{place}: `{}` printed\n{}\nbut the docs show\n{}",
                 step.command,
                 indent(&actual),
-                indent(&expected)
+                indent(expected)
             ));
         }
     }
@@ -748,37 +712,6 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.stop_jobs();
     }
-}
-
-/// IMAGE: the revision IDs the docs show, as those of the profile without its image.
-fn image_revs_to_actual(text: &str) -> String {
-    let mut text = text.to_owned();
-    if IMAGE_PENDING {
-        for (with_image, without) in IMAGE_REVS {
-            text = text.replace(with_image, without);
-        }
-    }
-    text
-}
-
-/// IMAGE: expected JSON output without its `"image": {` … `},` member.
-fn without_image_member(lines: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut skipping = false;
-    for line in lines {
-        if line.trim_start().starts_with("\"image\": {") {
-            skipping = true;
-            continue;
-        }
-        if skipping {
-            if line.trim_start().starts_with('}') {
-                skipping = false;
-            }
-            continue;
-        }
-        out.push(line.clone());
-    }
-    out
 }
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
