@@ -281,8 +281,14 @@ impl Reporter {
             }
             Reporter::Lines { verb, url, last } => {
                 let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
-                // Stopping is reported once, by the command: the summary or the error.
-                if *last == Some(status.activity) || status.activity == ActivityLevel::Stopped {
+                // Connecting says nothing yet, and stopping is reported once, by the
+                // command: the summary or the error (so a failure to connect is one line).
+                if *last == Some(status.activity)
+                    || matches!(
+                        status.activity,
+                        ActivityLevel::Connecting | ActivityLevel::Stopped
+                    )
+                {
                     return;
                 }
                 *last = Some(status.activity);
