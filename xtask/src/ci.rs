@@ -6,6 +6,7 @@
 //! 4. `test`: cargo-nextest when installed (plus the doctests, which it does not run),
 //!    otherwise `cargo test --workspace`
 //! 5. `doc`: `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`
+//! 6. `book`: `cargo xtask docs`, the book built with mdBook and its links checked
 
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ struct Step {
     run: fn() -> Result<()>,
 }
 
-const STEPS: [Step; 5] = [
+const STEPS: [Step; 6] = [
     Step {
         name: "fmt",
         run: fmt,
@@ -39,6 +40,10 @@ const STEPS: [Step; 5] = [
     Step {
         name: "doc",
         run: doc,
+    },
+    Step {
+        name: "book",
+        run: crate::docs::run,
     },
 ];
 

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, one entry point for CI and for local runs.
 //!
-//! - `cargo xtask ci`: format check, layering check, clippy, tests and docs, in that order
-//!   (what `.ci/run` and the GitHub workflow run).
+//! - `cargo xtask ci`: format check, layering check, clippy, tests, API docs and the book, in
+//!   that order (what `.ci/run` and the GitHub workflow run).
+//! - `cargo xtask docs`: build the book in `docs/` and check its links.
 //! - `cargo xtask bench [NAME [ARGS...]]`: run an end-to-end benchmark, or list them.
 //! - `cargo xtask help`: usage.
 //!
@@ -10,6 +11,7 @@
 mod bench;
 mod ci;
 mod cmd;
+mod docs;
 
 use std::process::ExitCode;
 
@@ -17,7 +19,10 @@ const USAGE: &str = "\
 Usage: cargo xtask <command> [args...]
 
 Commands:
-  ci                    run every CI step in order: fmt, layering, clippy, tests, docs
+  ci                    run every CI step in order: fmt, layering, clippy, tests, API docs,
+                        the book
+  docs                  build the book (docs/) into target/book and check its links
+                        (installs the pinned mdbook into target/tools when needed)
   bench                 list the benchmarks
   bench <name> [args]   run a benchmark in the release profile, passing args to it
                         (e.g. cargo xtask bench storage --quick)
@@ -42,6 +47,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     match command.as_str() {
         "ci" if rest.is_empty() => ci::run(),
         "ci" => anyhow::bail!("`ci` takes no arguments, got {rest:?}"),
+        "docs" if rest.is_empty() => docs::run(),
+        "docs" => anyhow::bail!("`docs` takes no arguments, got {rest:?}"),
         "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrolite_document::{
-    canonical_json_of_properties, validate_doc_id, validate_user_properties, RevId,
+    canonical_json_of_properties, validate_doc_id, validate_user_properties, RevId, RevTree,
     DEFAULT_KEEP_ANCESTOR_BODIES, DEFAULT_MAX_DEPTH,
 };
 use ferrolite_storage::{
@@ -240,6 +240,27 @@ impl Database {
             return Ok(None);
         };
         current_document(record)
+    }
+
+    /// The revision tree of a document, deleted or not: every revision still known, with
+    /// its parent, flags (deleted, conflict, closed) and whether its body is kept; `None` if
+    /// the database has no such document (never saved, or purged).
+    ///
+    /// ```
+    /// use ferrolite::{Database, MutableDocument};
+    ///
+    /// let db = Database::open_in_memory("app")?;
+    /// let mut doc = MutableDocument::with_id("profile");
+    /// db.save(doc.set("name", "Alice"))?;
+    /// db.save(doc.set("name", "Alice B."))?;
+    /// let tree = db.revision_tree("profile")?.expect("saved");
+    /// let current = tree.current().expect("a current revision");
+    /// assert_eq!(current.id().generation(), 2);
+    /// assert_eq!(tree.history(current.id()).len(), 2);
+    /// # Ok::<(), ferrolite::Error>(())
+    /// ```
+    pub fn revision_tree(&self, id: &str) -> Result<Option<RevTree>> {
+        Ok(self.store()?.get(id)?.map(|record| record.tree))
     }
 
     /// How many documents (not counting deleted ones) the database holds.

@@ -79,7 +79,7 @@ pub use ferrolite_replicator::{
 };
 pub use ferrolite_transport::Authenticator;
 
-pub use ferrolite_document::{BlobDigest, Properties, RevId};
+pub use ferrolite_document::{BlobDigest, Properties, RevId, RevTree, Revision};
 pub use ferrolite_storage::Change;
 
 pub mod transport {
