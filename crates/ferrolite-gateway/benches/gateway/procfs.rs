@@ -80,19 +80,23 @@ pub(crate) fn thread_cpu(pid: &str) -> BTreeMap<String, f64> {
     out
 }
 
-/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MB (MiB).
-pub(crate) fn status_mb(pid: &str, key: &str) -> Result<f64> {
+/// A numeric field of `/proc/<pid>/status` (`Threads`, or a `kB` one).
+pub(crate) fn status_value(pid: &str, key: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
         .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))
         .ok_or_else(|| format!("no {key} in /proc/{pid}/status"))?;
-    let kb: f64 = line[key.len() + 1..]
+    Ok(line[key.len() + 1..]
         .trim()
         .trim_end_matches("kB")
         .trim()
-        .parse()?;
-    Ok(kb / 1024.0)
+        .parse()?)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MB (MiB).
+pub(crate) fn status_mb(pid: &str, key: &str) -> Result<f64> {
+    Ok(status_value(pid, key)? / 1024.0)
 }
 
 /// A gateway child process: this executable again with `--role server`.
