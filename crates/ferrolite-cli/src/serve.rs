@@ -26,8 +26,9 @@ pub(crate) fn run(
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let gateway = ferrolite_gateway::Gateway::start(&config, storage).await?;
+        let scheme = if gateway.is_tls() { "https" } else { "http" };
         eprintln!(
-            "ferrolite gateway: public API on http://{}, admin API on http://{}",
+            "ferrolite gateway: public API on {scheme}://{}, admin API on {scheme}://{}",
             gateway.public_addr(),
             gateway.admin_addr()
         );

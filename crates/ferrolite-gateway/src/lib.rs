@@ -121,6 +121,7 @@ pub struct Gateway {
     tasks: Vec<JoinHandle<()>>,
     /// Each database with the listener feeding its indexer thread.
     indexers: Vec<(Arc<Db>, ListenerToken)>,
+    tls: bool,
 }
 
 impl Gateway {
@@ -200,6 +201,7 @@ impl Gateway {
             let router = rest::router(AppState {
                 shared: shared.clone(),
                 admin: is_admin,
+                secure: tls.is_some(),
             });
             let mut stopped = stopped.clone();
             if let Some(tls) = &tls {
@@ -228,12 +230,18 @@ impl Gateway {
             stop,
             tasks,
             indexers,
+            tls: tls.is_some(),
         })
     }
 
     /// The address of the public listener (the port the system chose for port 0).
     pub fn public_addr(&self) -> SocketAddr {
         self.public_addr
+    }
+
+    /// Whether both listeners serve HTTPS (and `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The address of the admin listener.

@@ -30,6 +30,8 @@ pub const MAX_BODY_SIZE: usize = 20 * 1024 * 1024;
 pub(crate) struct AppState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) admin: bool,
+    /// The listener serves HTTPS: session cookies are marked `Secure`.
+    pub(crate) secure: bool,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -1025,8 +1027,9 @@ async fn post_session(
         .create_session(&user, SESSION_TTL)
         .map_err(ApiError::internal)?;
     let mut response = ok_json(StatusCode::OK, user_ctx(&db, &Some(user)));
+    let secure = if state.secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/{}; Expires={}",
+        "{SESSION_COOKIE}={id}; Path=/{}; Expires={}; HttpOnly{secure}",
         db.name,
         state::http_date(expires)
     );
