@@ -25,6 +25,15 @@ pub(crate) struct DocEntry {
     pub(crate) roles: BTreeMap<String, Vec<String>>,
 }
 
+/// What an index update changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Touched {
+    /// The channels whose logs gained an entry.
+    pub(crate) channels: Vec<String>,
+    /// Whether `access()` or `role()` grants changed (anyone's access may have changed).
+    pub(crate) grants: bool,
+}
+
 /// An entry of a channel's log: the document's latest change touching the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LogEntry {
@@ -80,12 +89,13 @@ impl ChannelIndex {
 
     /// Records the change of `id` at `entry.sequence`, unless the index already holds a
     /// later one. A deletion whose routing names no channel keeps the previous channels.
-    pub(crate) fn update(&self, id: &str, mut entry: DocEntry) {
+    /// Returns the channels whose logs changed and whether grants changed.
+    pub(crate) fn update(&self, id: &str, mut entry: DocEntry) -> Touched {
         let mut state = self.write();
         let old = state.docs.get(id).cloned();
         if let Some(old) = &old {
             if old.sequence > entry.sequence {
-                return;
+                return Touched::default();
             }
             if entry.deleted && entry.channels.is_empty() {
                 entry.channels.clone_from(&old.channels);
@@ -118,6 +128,15 @@ impl ChannelIndex {
                 }
             }
         }
+        let grants = !entry.access.is_empty()
+            || !entry.roles.is_empty()
+            || old
+                .as_ref()
+                .is_some_and(|o| !o.access.is_empty() || !o.roles.is_empty());
+        let result = Touched {
+            channels: touched.clone(),
+            grants,
+        };
         for c in touched {
             let removed = !entry.channels.contains(&c);
             state.logs.entry(c).or_default().insert(
@@ -143,6 +162,7 @@ impl ChannelIndex {
                 .insert(id.to_owned(), (seq, roles.clone()));
         }
         state.docs.insert(id.to_owned(), entry);
+        result
     }
 
     /// Forgets a purged document.

@@ -8,13 +8,15 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::channels::{Access, UserContext};
-use crate::state::{Db, Principal};
+use crate::state::{Db, Principal, Subscriber};
 
 /// What one authenticated peer may pull (its channels, through the channel index) and push
 /// (what the sync function accepts with the peer's user context).
 #[derive(Debug)]
 pub(crate) struct UserPeer {
     db: Arc<Db>,
+    /// Woken only by changes in the channels this peer reads, and by access changes.
+    subscription: Arc<Subscriber>,
     principal: Principal,
     /// `false` on the admin port: everything is readable and the `require*` checks pass.
     public: bool,
@@ -23,6 +25,7 @@ pub(crate) struct UserPeer {
 impl UserPeer {
     pub(crate) fn new(db: Arc<Db>, principal: Principal, public: bool) -> UserPeer {
         UserPeer {
+            subscription: db.subscriber(),
             db,
             principal,
             public,
@@ -44,17 +47,21 @@ fn properties(body: &[u8]) -> Properties {
 
 impl PeerAccess for UserPeer {
     fn readable_channels(&self) -> Option<HashMap<String, u64>> {
-        if !self.public {
-            return None;
-        }
-        match self.db.access_of(&self.principal) {
-            Access::All => None,
-            Access::Channels(channels) => Some(channels),
-        }
+        let readable = if self.public {
+            match self.db.access_of(&self.principal) {
+                Access::All => None,
+                Access::Channels(channels) => Some(channels),
+            }
+        } else {
+            None
+        };
+        self.subscription
+            .set_readable(readable.as_ref().map(|m| m.keys().cloned().collect()));
+        readable
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.db.subscribe()
+        self.subscription.subscribe()
     }
 
     fn changes_in(

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -98,21 +98,74 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Hashes a password with Argon2id and a random salt.
-pub(crate) fn hash_password(password: &str) -> Option<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .ok()
-        .map(|h| h.to_string())
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `work` on the one thread that hashes passwords, or in place if that thread cannot be
+/// started. Argon2id takes 19 MiB per hash: done on whichever thread asks, every thread's
+/// allocator arena would keep that much; done on one thread, one arena does.
+fn on_hashing_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+    failed: T,
+) -> T {
+    static HASHER: OnceLock<Option<Mutex<mpsc::Sender<HashJob>>>> = OnceLock::new();
+    let hasher = HASHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<HashJob>();
+        std::thread::Builder::new()
+            .name("ferrolite-password-hash".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let Some(hasher) = hasher else {
+        return work();
+    };
+    let (done_tx, done_rx) = mpsc::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = done_tx.send(work());
+    });
+    let sent = hasher
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(job)
+        .is_ok();
+    if !sent {
+        return failed;
+    }
+    done_rx.recv().unwrap_or(failed)
 }
 
+/// Hashes a password with Argon2id and a random salt.
+pub(crate) fn hash_password(password: &str) -> Option<String> {
+    let password = password.to_owned();
+    on_hashing_thread(
+        move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .ok()
+                .map(|h| h.to_string())
+        },
+        None,
+    )
+}
+
+/// Whether `password` matches the PHC string `hash`.
 pub(crate) fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    let (hash, password) = (hash.to_owned(), password.to_owned());
+    on_hashing_thread(
+        move || {
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        },
+        false,
+    )
 }
 
 /// Compares without an early exit on the first differing byte.

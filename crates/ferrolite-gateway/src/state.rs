@@ -1,7 +1,7 @@
 //! Served databases, their users and sessions, and request authentication.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use axum::http::{header, HeaderMap};
@@ -10,7 +10,9 @@ use ferrolite::{Database, Properties};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::channels::{Access, ChannelIndex, DocEntry, Routing, SyncRouter, UserContext};
+use crate::channels::{
+    Access, ChannelIndex, DocEntry, Routing, SyncRouter, Touched, UserContext,
+};
 use crate::error::ApiError;
 use crate::principals::Principals;
 pub(crate) use crate::principals::GUEST;
@@ -37,11 +39,33 @@ pub(crate) struct Db {
     pub(crate) deltas: bool,
     /// Bumped when the channel index gains entries or anyone's access may have changed.
     changed: watch::Sender<u64>,
+    /// The replication feeds' signals.
+    subscribers: Mutex<Vec<Weak<Subscriber>>>,
     /// Routings computed when a revision was checked, used when its commit is indexed:
     /// (document, revision) → routing.
     pending: Mutex<HashMap<(String, String), Routing>>,
     /// The last sequence indexed; held while indexing so commits are indexed in order.
     indexed: Mutex<u64>,
+}
+
+/// One replication feed's wake-up signal, and the channels it reads.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    changed: watch::Sender<u64>,
+    /// The channels the feed last read (`None`: every document).
+    readable: Mutex<Option<HashSet<String>>>,
+}
+
+impl Subscriber {
+    /// Records the channels the feed reads now.
+    pub(crate) fn set_readable(&self, readable: Option<HashSet<String>>) {
+        *self.readable.lock().unwrap_or_else(PoisonError::into_inner) = readable;
+    }
+
+    /// A receiver woken by the changes the feed may read.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
 }
 
 /// Who made a request: a named user, or `None` for GUEST / the admin port.
@@ -67,14 +91,42 @@ impl Db {
             principals,
             deltas,
             changed: watch::channel(0).0,
+            subscribers: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
             indexed: Mutex::new(0),
         }
     }
 
-    /// Signals feeds that the index or someone's access changed.
+    /// Signals every feed that the index or someone's access changed.
     pub(crate) fn notify_changed(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake_subscribers(|_| true);
+    }
+
+    /// Signals the feeds that may read one of `channels`, and the REST feeds.
+    fn notify_channels(&self, channels: &HashSet<String>) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake_subscribers(|readable| match readable {
+            None => true,
+            Some(readable) => channels.iter().any(|c| readable.contains(c)),
+        });
+    }
+
+    fn wake_subscribers(&self, wants: impl Fn(Option<&HashSet<String>>) -> bool) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+        subscribers.retain(|weak| {
+            let Some(subscriber) = weak.upgrade() else {
+                return false;
+            };
+            let readable = subscriber
+                .readable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if wants(readable.as_ref()) {
+                subscriber.changed.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            true
+        });
     }
 
     /// Wakes on every index or access change.
@@ -82,24 +134,44 @@ impl Db {
         self.changed.subscribe()
     }
 
+    /// A signal for one replication feed, woken only by changes in the channels it last
+    /// said it reads (see [`Subscriber::set_readable`]) and by access changes.
+    pub(crate) fn subscriber(&self) -> Arc<Subscriber> {
+        let subscriber = Arc::new(Subscriber {
+            changed: watch::channel(0).0,
+            readable: Mutex::new(None),
+        });
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&subscriber));
+        subscriber
+    }
+
     /// Indexes every commit not indexed yet, in sequence order.
     pub(crate) fn catch_up(&self) -> Result<(), ferrolite::Error> {
         let mut indexed = self.indexed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut channels = HashSet::new();
+        let mut grants = false;
         let mut any = false;
         for change in self.database.changes(*indexed)? {
             let change = change?;
             *indexed = (*indexed).max(change.sequence);
-            self.index_change(&change)?;
+            let touched = self.index_change(&change)?;
+            channels.extend(touched.channels);
+            grants |= touched.grants;
             any = true;
         }
         drop(indexed);
-        if any {
+        if grants {
             self.notify_changed();
+        } else if any {
+            self.notify_channels(&channels);
         }
         Ok(())
     }
 
-    fn index_change(&self, change: &ferrolite::Change) -> Result<(), ferrolite::Error> {
+    fn index_change(&self, change: &ferrolite::Change) -> Result<Touched, ferrolite::Error> {
         let rev = change.rev.to_string();
         let pending = self
             .pending
@@ -118,7 +190,7 @@ impl Db {
                             props = doc.properties().clone();
                         }
                         // Changed again since: its later change is indexed instead.
-                        _ => return Ok(()),
+                        _ => return Ok(Touched::default()),
                     }
                 }
                 props.insert("_id".into(), Value::String(change.id.clone()));
@@ -133,7 +205,7 @@ impl Db {
                 tracing::debug!(target: "ferrolite::gateway", id = %change.id, "expiry not set: {e}");
             }
         }
-        self.channels.update(
+        Ok(self.channels.update(
             &change.id,
             DocEntry {
                 sequence: change.sequence,
@@ -143,8 +215,7 @@ impl Db {
                 access: routing.access,
                 roles: routing.roles,
             },
-        );
-        Ok(())
+        ))
     }
 
     /// Records the routing of a revision about to be stored; its commit is indexed with it.

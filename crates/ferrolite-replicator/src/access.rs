@@ -59,8 +59,10 @@ pub trait PeerAccess: Send + Sync {
     /// sequences are older).
     fn readable_channels(&self) -> Option<HashMap<String, u64>>;
 
-    /// A receiver whose value changes whenever the channel index gains an entry or the
-    /// peer's access may have changed; continuous feeds wait on it.
+    /// A receiver whose value changes whenever the channel index gains an entry the peer may
+    /// read (at least: an entry in a channel of the last `readable_channels()` answer, or any
+    /// entry when that was `None`) or the peer's access may have changed; continuous feeds
+    /// wait on it, and on nothing else.
     fn subscribe(&self) -> watch::Receiver<u64>;
 
     /// The changes after `since` of documents that are, or were until that change, in any

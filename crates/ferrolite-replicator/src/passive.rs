@@ -630,8 +630,9 @@ pub(crate) struct FeedRow {
 impl Feed {
     async fn run(mut self) -> Result<(), ReplicatorError> {
         let wake = Arc::new(Notify::new());
-        let _observer = self
-            .continuous
+        // With channel access, the access's own signal follows every commit it indexed:
+        // waking on raw commits as well would only wake the feed before its index has them.
+        let _observer = (self.continuous && self.access.is_none())
             .then(|| ObserverGuard::notify_on_commit(self.db.store(), wake.clone()));
         let mut access_changed = match &self.access {
             Some(access) if self.continuous => {
