@@ -298,7 +298,9 @@ struct MainResult {
     misrouted: u64,
     unknown: u64,
     peak_mb: f64,
+    connected_rss_mb: f64,
     end_rss_mb: f64,
+    end_threads: f64,
     harness_peak_mb: f64,
 }
 
@@ -374,13 +376,11 @@ fn run_main(args: &Args, dir: &Path, runtime: &tokio::runtime::Runtime) -> Resul
     }
     out.connect_s = started.elapsed().as_secs_f64();
     out.connect_retries = clients.early_offline();
+    out.connected_rss_mb = procfs::status_mb(gateway.pid(), "VmRSS")?;
     clients.arm();
     eprintln!(
         "setup: {} clients connected and idle in {:.1} s ({} offline before connecting); gateway RSS {:.1} MB",
-        args.clients,
-        out.connect_s,
-        out.connect_retries,
-        procfs::status_mb(gateway.pid(), "VmRSS")?
+        args.clients, out.connect_s, out.connect_retries, out.connected_rss_mb
     );
 
     // 2. throughput
@@ -420,6 +420,7 @@ fn run_main(args: &Args, dir: &Path, runtime: &tokio::runtime::Runtime) -> Resul
     out.unknown = tracker.unknown();
     out.peak_mb = procfs::status_mb(gateway.pid(), "VmHWM")?;
     out.end_rss_mb = procfs::status_mb(gateway.pid(), "VmRSS")?;
+    out.end_threads = procfs::status_value(gateway.pid(), "Threads")?;
     out.harness_peak_mb = procfs::status_mb("self", "VmHWM")?;
     clients.stop(Duration::from_secs(30));
     gateway.quit()?;
@@ -653,8 +654,12 @@ fn report(args: &Args, nofile: u64, main: &MainResult, compare: &Compare) {
             format!("{:.1} / {:.1}", main.setup_peak_mb, main.setup_rss_mb),
         ),
         (
-            "gateway RSS at the end, MB",
-            format!("{:.1}", main.end_rss_mb),
+            "gateway RSS with the clients connected / at the end, MB",
+            format!("{:.1} / {:.1}", main.connected_rss_mb, main.end_rss_mb),
+        ),
+        (
+            "gateway threads at the end",
+            format!("{:.0}", main.end_threads),
         ),
         (
             "harness (clients + writers) peak RSS, MB",
@@ -669,8 +674,12 @@ fn report(args: &Args, nofile: u64, main: &MainResult, compare: &Compare) {
             format!("{js:.0} ({})", rounds(&compare.js)),
         ),
         (
-            "no clients: gateway CPU s default / JavaScript",
-            format!("{:.2} / {:.2}", compare.default_cpu, compare.js_cpu),
+            "no clients: gateway CPU per write default / JavaScript, ms",
+            format!(
+                "{:.3} / {:.3}",
+                per_write_ms(compare.default_cpu, args.writes * compare.default.len()),
+                per_write_ms(compare.js_cpu, args.writes * compare.js.len())
+            ),
         ),
         (
             "js_cost_ratio (default ÷ JavaScript writes/s)",
@@ -689,6 +698,7 @@ fn report(args: &Args, nofile: u64, main: &MainResult, compare: &Compare) {
         println!("| {k:<width$} | {v} |");
     }
     println!();
+    println!("CPU s by thread name (threads alive at the end of the phase):");
     println!(
         "gateway CPU by thread, throughput phase: {}",
         threads(&t.gateway_threads)
@@ -720,6 +730,11 @@ fn report(args: &Args, nofile: u64, main: &MainResult, compare: &Compare) {
         main.dropped,
         main.peak_mb,
     );
+}
+
+/// CPU milliseconds per write.
+fn per_write_ms(cpu_s: f64, writes: usize) -> f64 {
+    cpu_s * 1e3 / writes.max(1) as f64
 }
 
 fn rounds(values: &[f64]) -> String {

@@ -15,6 +15,7 @@ use crate::Result;
 const CLK_TCK: f64 = 100.0;
 
 /// Raises the soft limit on open files to the hard limit; returns the new soft limit.
+#[cfg(unix)]
 pub(crate) fn raise_nofile() -> Result<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
@@ -28,6 +29,12 @@ pub(crate) fn raise_nofile() -> Result<u64> {
         )?;
     }
     Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
+/// No open-file limit to raise here.
+#[cfg(not(unix))]
+pub(crate) fn raise_nofile() -> Result<u64> {
+    Ok(u64::MAX)
 }
 
 /// Whether `/proc` readings work here (Linux).
@@ -111,9 +118,9 @@ impl Server {
     /// Starts the server role with a configuration file and a data directory, and waits
     /// for its ready line (`{"public":P,"admin":A,"nofile":N}`).
     ///
-    /// For profiling, `FERROLITE_BENCH_WRAP_SERVER` (e.g. `perf record -g -o gw.data --`)
-    /// prefixes the command (split on whitespace); the `/proc` figures then belong to the
-    /// wrapper.
+    /// For profiling, `FERROLITE_BENCH_WRAP_SERVER` (a profiler's command line, ending
+    /// where the profiled command starts) prefixes the command (split on whitespace); the
+    /// `/proc` figures then belong to the wrapper.
     pub(crate) fn spawn(config: &Path, dir: &Path) -> Result<(Server, Value)> {
         let exe = std::env::current_exe()?;
         let wrapper = std::env::var("FERROLITE_BENCH_WRAP_SERVER").unwrap_or_default();
