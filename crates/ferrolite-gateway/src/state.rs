@@ -240,8 +240,12 @@ impl Db {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(id.to_owned(), rev.to_owned()));
         if let (Some(routing), Some(entry)) = (late, self.channels.entry(id)) {
-            if entry.rev == rev {
-                self.channels.update(
+            let same = entry.access == routing.access
+                && entry.roles == routing.roles
+                && (entry.channels == routing.channels
+                    || (entry.deleted && routing.channels.is_empty()));
+            if entry.rev == rev && !same {
+                let touched = self.channels.update(
                     id,
                     DocEntry {
                         channels: routing.channels,
@@ -250,7 +254,11 @@ impl Db {
                         ..entry
                     },
                 );
-                self.notify_changed();
+                if touched.grants {
+                    self.notify_changed();
+                } else {
+                    self.notify_channels(&touched.channels.into_iter().collect());
+                }
             }
         }
     }
