@@ -18,6 +18,10 @@ use crate::{Error, ErrorCode, Result};
 /// Worker threads of the runtime: replication is I/O-bound, and storage work runs on the
 /// blocking pool.
 const WORKER_THREADS: usize = 2;
+/// Most threads of the blocking pool. Storage work is short and the machine has few cores:
+/// beyond this, work waits in line rather than starting a thread whose allocator arena and
+/// stack stay behind (a thousand busy peers otherwise grow the pool to tokio's 512).
+const MAX_BLOCKING_THREADS: usize = 64;
 
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
@@ -26,6 +30,7 @@ pub(crate) fn handle() -> Result<Handle> {
     let runtime = RUNTIME.get_or_init(|| {
         Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .thread_name_fn(|| {
                 static NEXT: AtomicUsize = AtomicUsize::new(0);
                 format!("ferrolite-rt-{}", NEXT.fetch_add(1, Ordering::Relaxed))
