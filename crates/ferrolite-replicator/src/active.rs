@@ -549,7 +549,7 @@ async fn dispatch(
                 puller.handle_rev(inserter, message).await;
             }
             (_, "getAttachment" | "proveAttachment") => {
-                content.serve(&message);
+                content.serve(&message).await;
             }
             _ => {
                 if message.no_reply {

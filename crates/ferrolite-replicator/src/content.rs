@@ -27,6 +27,8 @@ const PARALLEL_FETCHES: usize = 8;
 /// Most received revisions waiting for their blobs; more are refused with `HTTP 503` (a
 /// well-behaved peer never has that many `rev`s unanswered).
 const MAX_AWAITING_BLOBS: usize = 256;
+/// Blob requests of the peer (`getAttachment`, `proveAttachment`) served at the same time.
+const PARALLEL_SERVES: usize = 8;
 
 /// Called when a received revision's blobs cannot be obtained (after its `rev` was answered
 /// with the error).
@@ -45,6 +47,8 @@ pub(crate) struct RevContent {
     /// We already said `deltas=true` in a reply to `changes`.
     deltas_offered: AtomicBool,
     fetches: Arc<Semaphore>,
+    /// Slots for serving the peer's blob requests.
+    serving: Arc<Semaphore>,
     awaiting: Arc<AtomicUsize>,
     /// Pushed revisions sent as deltas and awaiting their reply (a refusal resends them).
     sent_deltas: Mutex<HashSet<(String, RevId)>>,
@@ -70,6 +74,7 @@ impl RevContent {
             peer_deltas: AtomicBool::new(false),
             deltas_offered: AtomicBool::new(false),
             fetches: Arc::new(Semaphore::new(PARALLEL_FETCHES)),
+            serving: Arc::new(Semaphore::new(PARALLEL_SERVES)),
             awaiting: Arc::new(AtomicUsize::new(0)),
             sent_deltas: Mutex::new(HashSet::new()),
         })
@@ -265,21 +270,29 @@ impl RevContent {
     }
 
     /// Serves a blob request of the peer (`getAttachment`, `proveAttachment`) in its own
-    /// task; returns `false` for any other request.
-    pub(crate) fn serve(&self, message: &Message) -> bool {
+    /// task, at most [`PARALLEL_SERVES`] at a time: it waits for a free slot first, so a
+    /// peer asking for blobs faster than it reads them slows itself down instead of making
+    /// us open and buffer every blob at once. Returns `false` for any other request.
+    pub(crate) async fn serve(&self, message: &Message) -> bool {
+        let serve = match message.profile() {
+            Some("getAttachment") => true,
+            Some("proveAttachment") => false,
+            _ => return false,
+        };
+        let Ok(permit) = self.serving.clone().acquire_owned().await else {
+            return true;
+        };
         let db = self.db.clone();
         let blip = self.blip.clone();
         let message = message.clone();
-        match message.profile() {
-            Some("getAttachment") => {
-                tokio::spawn(blobs::serve_get_attachment(db, blip, message));
-                true
+        tokio::spawn(async move {
+            let _permit = permit;
+            if serve {
+                blobs::serve_get_attachment(db, blip, message).await;
+            } else {
+                blobs::serve_prove_attachment(db, blip, message).await;
             }
-            Some("proveAttachment") => {
-                tokio::spawn(blobs::serve_prove_attachment(db, blip, message));
-                true
-            }
-            _ => false,
-        }
+        });
+        true
     }
 }

@@ -14,10 +14,13 @@
 //!
 //! The core never waits on one thing alone: while the writer is busy it keeps reading,
 //! while the handler is busy it keeps writing. Back-pressure comes from bounded channels and
-//! two gates: new outgoing requests are accepted only while few messages wait in the BLIP
-//! outbox, and frames are read only while few received requests wait for the handler (so
-//! a slow handler slows the peer down through the transport). Responses are always
-//! accepted, so a handler answering a request never waits on the peer.
+//! three gates: new outgoing requests are accepted only while few messages wait in the BLIP
+//! outbox; frames are read only while few received requests wait for the handler (so
+//! a slow handler slows the peer down through the transport); and frames are read and
+//! requests handed to the handler only while our replies to the peer do not pile up unsent
+//! (so a peer that sends requests without reading the replies stalls itself instead of
+//! filling our memory). Responses are always accepted, so a handler answering a request
+//! never waits on the peer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,6 +48,14 @@ const MAX_PARTS_WAITING: usize = 8;
 /// A streamed message's producer may append its next chunk once fewer bytes than this wait
 /// unsent in the codec.
 const STREAM_LOW_WATER: usize = 64 * 1024;
+/// Replies to the peer queued and not yet sent beyond which the core stops reading the
+/// peer's frames and handing its requests to the handler, until the peer reads: a peer
+/// that sends requests without reading the replies cannot make us hold them all. A
+/// well-behaved peer never has that many requests unanswered (a few hundred at most).
+const MAX_UNSENT_REPLIES: usize = 1024;
+/// The same limit in bytes: replies are small, except checkpoints and streamed blobs
+/// (whose unsent part stays under two chunks).
+const MAX_UNSENT_REPLY_BYTES: usize = 16 << 20;
 
 type ReplyTx = oneshot::Sender<Result<Message, ReplicatorError>>;
 
@@ -422,6 +433,13 @@ impl Core {
         self.queued.saturating_sub(self.blip.stats().messages_sent)
     }
 
+    /// Whether our replies to the peer pile up unsent (it does not read them): then the
+    /// peer's requests wait, in its socket.
+    fn replies_backlogged(&self) -> bool {
+        let (count, bytes) = self.blip.unsent_responses();
+        count >= MAX_UNSENT_REPLIES || bytes >= MAX_UNSENT_REPLY_BYTES
+    }
+
     fn write_failure(&self) -> ReplicatorError {
         match self
             .write_error
@@ -474,7 +492,10 @@ impl Core {
             let can_write = self.blip.wants_to_send() && closing.as_ref().is_none_or(|c| !c.sent);
             let accept_commands =
                 commands_open && (closing.is_some() || self.outbox_len() < MAX_OUTBOX);
-            let can_read = self.inbox.len() < MAX_INBOX && self.parts_out.len() < MAX_PARTS_WAITING;
+            let backlogged = self.replies_backlogged();
+            let can_read = self.inbox.len() < MAX_INBOX
+                && self.parts_out.len() < MAX_PARTS_WAITING
+                && !backlogged;
             let front = self.parts_out.front().map(|(tx, _)| tx.clone());
             tokio::select! {
                 permit = writer.reserve(), if can_write => {
@@ -517,12 +538,25 @@ impl Core {
                                     info: CloseInfo::new(close.code, close.reason.clone()),
                                 };
                             }
+                            if let TransportError::MessageTooBig { .. } | TransportError::Protocol(_) = err {
+                                // The peer broke the WebSocket rules (a message over the
+                                // limit, a malformed frame): tell it why, with 1009 or 1002,
+                                // instead of just dropping the connection.
+                                if let Some(code) = err.close_code() {
+                                    warn!(target: "ferrolite::network", role, error = %err, "closing");
+                                    let _ = tokio::time::timeout(
+                                        CLOSE_TIMEOUT,
+                                        writer.send(WriteCommand::Close(code, err.to_string())),
+                                    )
+                                    .await;
+                                }
+                            }
                             break DriverEnd::Failed(err.into());
                         }
                         None => break DriverEnd::Failed(ReplicatorError::connection_closed()),
                     }
                 }
-                permit = handler.reserve(), if handler_open && !self.inbox.is_empty() => {
+                permit = handler.reserve(), if handler_open && !self.inbox.is_empty() && !backlogged => {
                     match permit {
                         Ok(permit) => {
                             if let Some(message) = self.inbox.pop_front() {

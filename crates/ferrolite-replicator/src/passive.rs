@@ -215,7 +215,7 @@ impl Passive {
             Request::Ping(_) => Some(EmptyReply.to_response(&message)),
             Request::GetAttachment(_) | Request::ProveAttachment(_) => {
                 // Answered by its own task (a blob streams from the store).
-                self.content.serve(&message);
+                self.content.serve(&message).await;
                 None
             }
             other => Some(

@@ -14,6 +14,11 @@ use super::{varint, BlipError, Message, MessageType, Properties};
 /// checksum and some data.
 const MIN_FRAME_SIZE: usize = 64;
 
+/// What each incoming message still being assembled counts against
+/// [`Config::max_incomplete_size`] on top of its data: about what its bookkeeping costs, so
+/// that many tiny incomplete messages are bounded too.
+pub const INCOMPLETE_MESSAGE_COST: usize = 256;
+
 /// Limits and tuning of a [`Connection`]. Build one from [`Config::default`] and change fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,6 +42,12 @@ pub struct Config {
     /// [`BlipError::InflatedFrameTooLarge`] before it is allocated (decompression bombs).
     /// Default 8 MiB (a real 16 KiB frame inflates to under 32 KiB).
     pub max_frame_inflate: usize,
+    /// Most bytes the incoming messages still being assembled may hold together (a peer
+    /// sends several interleaved), each counting its data received so far plus
+    /// [`INCOMPLETE_MESSAGE_COST`]; more is refused with
+    /// [`BlipError::IncompleteMessagesTooLarge`]. Without it a peer could start any number of
+    /// requests and never finish them. Default 64 MiB (two messages of the largest size).
+    pub max_incomplete_size: usize,
     /// Outgoing flow control: a message with this many bytes sent and not yet acknowledged
     /// by the peer pauses until an ACK comes. Default 128,000 (LiteCore `kMaxUnackedBytes`).
     pub max_unacked_bytes: u64,
@@ -53,6 +64,7 @@ impl Default for Config {
             compression_level: 6,
             max_message_size: 32 << 20,
             max_frame_inflate: 8 << 20,
+            max_incomplete_size: 64 << 20,
             max_unacked_bytes: 128_000,
             ack_threshold: 50_000,
         }
@@ -319,6 +331,9 @@ pub struct Connection {
     unanswered: HashSet<u64>,
     incoming_requests: HashMap<u64, Incoming>,
     incoming_responses: HashMap<u64, Incoming>,
+    /// What the incoming messages being assembled count against
+    /// [`Config::max_incomplete_size`].
+    incomplete_size: usize,
     acks: VecDeque<Ack>,
     outbox: VecDeque<Outgoing>,
     /// Messages paused until the peer acknowledges enough of them.
@@ -377,6 +392,7 @@ impl Connection {
             unanswered: HashSet::new(),
             incoming_requests: HashMap::new(),
             incoming_responses: HashMap::new(),
+            incomplete_size: 0,
             acks: VecDeque::new(),
             outbox: VecDeque::new(),
             icebox: Vec::new(),
@@ -551,6 +567,21 @@ impl Connection {
     /// Number of outgoing messages paused until the peer's ACK arrives.
     pub fn paused_messages(&self) -> usize {
         self.icebox.len()
+    }
+
+    /// Responses and errors queued and not completely sent (paused and streamed ones
+    /// included): how many, and how many of their bytes (properties and body) are still to
+    /// be sent. A driver stops taking the peer's requests while these pile up, so a peer
+    /// that sends requests without reading the replies cannot make it hold them all.
+    pub fn unsent_responses(&self) -> (usize, usize) {
+        self.outbox
+            .iter()
+            .chain(&self.icebox)
+            .chain(&self.starved)
+            .filter(|m| m.is_response())
+            .fold((0, 0), |(count, bytes), m| {
+                (count + 1, bytes + m.remaining())
+            })
     }
 
     /// The next frame to send, as the payload of one binary WebSocket message, or `None` when
@@ -776,7 +807,7 @@ impl Connection {
 
         let mut incoming = if kind == MessageType::Request {
             match self.incoming_requests.remove(&number) {
-                Some(incoming) => incoming,
+                Some(incoming) => self.uncount(incoming),
                 None if number == self.last_request_received.wrapping_add(1) => {
                     self.last_request_received = number;
                     Incoming::new(kind, header.flags)
@@ -790,7 +821,7 @@ impl Connection {
             }
         } else {
             match self.incoming_responses.remove(&number) {
-                Some(incoming) => incoming,
+                Some(incoming) => self.uncount(incoming),
                 None if self.awaiting_response.contains(&number) => {
                     let mut incoming = Incoming::new(kind, header.flags);
                     // Only a successful response streams; an error is assembled whole.
@@ -839,6 +870,7 @@ impl Connection {
             return self.stream_part(number, incoming, header.has(flags::MORE_COMING));
         }
         if header.has(flags::MORE_COMING) {
+            self.count_incomplete(&incoming)?;
             if kind == MessageType::Request {
                 self.incoming_requests.insert(number, incoming);
             } else {
@@ -883,6 +915,7 @@ impl Connection {
             }
         }
         if more_coming {
+            self.count_incomplete(&incoming)?;
             self.incoming_responses.insert(number, incoming);
         } else {
             self.awaiting_response.remove(&number);
@@ -918,6 +951,27 @@ impl Connection {
     /// [`receive`](Connection::receive), take them all.
     pub fn next_response_part(&mut self) -> Option<ResponsePart> {
         self.parts.pop_front()
+    }
+
+    /// Counts a message that stays incomplete against [`Config::max_incomplete_size`].
+    fn count_incomplete(&mut self, incoming: &Incoming) -> Result<(), BlipError> {
+        self.incomplete_size = self
+            .incomplete_size
+            .saturating_add(incoming.data.len() + INCOMPLETE_MESSAGE_COST);
+        if self.incomplete_size > self.config.max_incomplete_size {
+            return Err(BlipError::IncompleteMessagesTooLarge {
+                max: self.config.max_incomplete_size as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes a message taken out of the incomplete ones off the count.
+    fn uncount(&mut self, incoming: Incoming) -> Incoming {
+        self.incomplete_size = self
+            .incomplete_size
+            .saturating_sub(incoming.data.len() + INCOMPLETE_MESSAGE_COST);
+        incoming
     }
 
     /// Queues an ACK frame, replacing a queued one for the same message.

@@ -32,6 +32,10 @@
 //!   the peer's requests must arrive numbered 1, 2, 3 …, and a response is accepted only for
 //!   one of our requests that awaits it. A complete message is returned; every 50,000 bytes
 //!   received of one message queue an ACK frame. Received ACKs resume our paused messages.
+//!   What a peer can make us hold is bounded: a message by [`Config::max_message_size`],
+//!   what one compressed frame inflates to by [`Config::max_frame_inflate`], all messages
+//!   being assembled together by [`Config::max_incomplete_size`], a property block by
+//!   [`MAX_PROPERTIES_SIZE`].
 //! - **Sending** ([`Connection::send`], [`Connection::next_frame`]): messages wait in an
 //!   outbox; each call to `next_frame` yields one frame of the message at the head (ACK frames
 //!   go first), then puts the message back at the tail (round robin) unless finished. Urgent
@@ -74,7 +78,7 @@ mod frame;
 mod message;
 pub mod varint;
 
-pub use connection::{Config, Connection, ResponsePart, Stats};
+pub use connection::{Config, Connection, ResponsePart, Stats, INCOMPLETE_MESSAGE_COST};
 pub use frame::{encode_ack, flags, FrameHeader, FrameType, CHECKSUM_LEN};
 pub use message::{Message, MessageType, Properties, MAX_PROPERTIES_SIZE};
 
@@ -163,6 +167,13 @@ pub enum BlipError {
         /// The limit.
         max: u64,
     },
+    /// The incoming messages being assembled hold more than
+    /// [`Config::max_incomplete_size`] together (requests started and never finished).
+    #[error("incoming messages being assembled exceed {max} bytes together")]
+    IncompleteMessagesTooLarge {
+        /// The limit.
+        max: u64,
+    },
     /// [`Connection::send`]: a property key or value contains a NUL byte.
     #[error("property {key:?} contains a NUL byte")]
     InvalidProperty {
@@ -196,9 +207,9 @@ impl BlipError {
     /// layer detects, not this codec.)
     pub fn close_code(&self) -> u16 {
         match self {
-            BlipError::MessageTooLarge { .. } | BlipError::InflatedFrameTooLarge { .. } => {
-                CLOSE_MESSAGE_TOO_BIG
-            }
+            BlipError::MessageTooLarge { .. }
+            | BlipError::InflatedFrameTooLarge { .. }
+            | BlipError::IncompleteMessagesTooLarge { .. } => CLOSE_MESSAGE_TOO_BIG,
             _ => CLOSE_UNEXPECTED_CONDITION,
         }
     }
