@@ -380,7 +380,11 @@ impl RevTree {
     }
 
     /// Removes every revision that is `max_depth` or more generations above all of its
-    /// leaf descendants. Never removes a leaf. Returns how many revisions were removed.
+    /// leaf descendants, except remote ancestors ([`RevTree::remote_ancestor`]) and the
+    /// revisions between them and their leaves. Never removes a leaf, and never makes one:
+    /// a remote ancestor cut off from its descendants would be a leaf of its own, which
+    /// could outrank the current revision, and the history of the next push would no
+    /// longer reach it. Returns how many revisions were removed.
     pub fn prune(&mut self, max_depth: u32) -> usize {
         // Distance from each revision to its nearest leaf descendant. Children come after
         // their parents, so one backward pass sees every child before its parent.
@@ -402,11 +406,23 @@ impl RevTree {
                 *d = (*d).min(own.saturating_add(1));
             }
         }
+        // Remote ancestors and their descendants. Parents come before their children, so
+        // one forward pass sees every parent first.
         let marked = self.marked_indexes();
+        let mut from_marked = vec![false; self.revs.len()];
+        for (i, rev) in self.revs.iter().enumerate() {
+            let inherited = rev
+                .parent
+                .and_then(|p| from_marked.get(idx(p)).copied())
+                .unwrap_or(false);
+            if let Some(f) = from_marked.get_mut(i) {
+                *f = inherited || marked.contains(&i);
+            }
+        }
         let keep: Vec<bool> = distance
             .iter()
-            .enumerate()
-            .map(|(i, &d)| d < max_depth || d == 0 || marked.contains(&i))
+            .zip(&from_marked)
+            .map(|(&d, &from_marked)| d < max_depth || d == 0 || from_marked)
             .collect();
         self.retain_indexes(&keep)
     }
@@ -1683,10 +1699,13 @@ mod tests {
         );
         assert!(tree.get(&made[3]).unwrap().body().is_none());
         assert!(tree.get(&made[28]).unwrap().body().is_some());
-        // made[0..10] are 20+ generations above the leaf; made[2] is spared.
-        assert_eq!(tree.prune(20), 9);
-        assert!(tree.contains(&made[2]));
-        assert!(!tree.contains(&made[1]) && !tree.contains(&made[3]));
+        // made[0..10] are 20+ generations above the leaf; made[2] is spared, with the
+        // revisions between it and the leaf.
+        assert_eq!(tree.prune(20), 2);
+        assert!(tree.contains(&made[2]) && tree.contains(&made[3]));
+        assert!(!tree.contains(&made[1]));
+        assert_eq!(tree.parent(&made[3]).unwrap().id(), &made[2]);
+        assert_eq!(tree.leaves().len(), 1);
         assert_eq!(tree.remote_ancestor(1), Some(&made[2]));
         assert_eq!(tree.current().unwrap().id(), &made[29]);
         assert_eq!(RevTree::decode(&tree.encode()).unwrap(), tree);
@@ -1703,6 +1722,33 @@ mod tests {
         tree.remove_branch(&rid("12-bb")).unwrap();
         assert_eq!(tree.remote_ancestor(2), None);
         assert_eq!(tree.remote_ancestor(1), Some(&made[2]));
+    }
+
+    /// A remote ancestor far below the leaf (the remote was unreachable while the document
+    /// was edited on) stays linked to it: cut off, it would be a live leaf of its own, and
+    /// once the real leaf is a deletion it would become current, with a stale body.
+    #[test]
+    fn pruning_never_turns_a_remote_ancestor_into_a_leaf() {
+        let (mut tree, made) = local_chain(30);
+        tree.set_remote_ancestor(1, &made[2]);
+        let deletion = tree
+            .add_child(Some(&made[29]), body("{}"), true, 31)
+            .unwrap();
+        tree.drop_old_bodies(1);
+        tree.prune(20);
+        assert_eq!(tree.leaves().len(), 1);
+        assert_eq!(tree.current().unwrap().id(), &deletion);
+        assert!(tree.current().unwrap().is_deleted());
+        assert_eq!(
+            tree.history(&deletion).last().copied(),
+            Some(&made[2]),
+            "the history still reaches the remote ancestor"
+        );
+        // Once the mark moves on, the old path is pruned as usual.
+        tree.set_remote_ancestor(1, &made[29]);
+        assert_eq!(tree.prune(20), 9, "made[2..=10] go");
+        assert_eq!(tree.leaves().len(), 1);
+        assert_eq!(tree.current().unwrap().id(), &deletion);
     }
 
     #[test]

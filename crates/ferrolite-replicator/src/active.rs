@@ -130,6 +130,16 @@ fn lock(tracker: &SharedTracker) -> std::sync::MutexGuard<'_, Tracker> {
     tracker.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Revisions the remote is known to have (acknowledged pushes), not yet written as
+/// remote-ancestor marks. Shared by the pusher and its session, so that the session writes
+/// them when it ends, however it ends: a mark lost with an aborted pusher leaves the next
+/// push to propose an older ancestor, and once that one is pruned the push is a conflict.
+type PendingMarks = Arc<Mutex<Vec<(String, RevId)>>>;
+
+fn take_marks(marks: &PendingMarks) -> Vec<(String, RevId)> {
+    std::mem::take(&mut *marks.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
 /// Runs one session. `connected` is set once the transport connected (the caller resets
 /// its retry count then).
 pub(crate) async fn run_session(
@@ -159,6 +169,7 @@ pub(crate) async fn run_session(
         resolver: None,
         checkpointer: None,
         tracker: None,
+        marks: None,
     };
     // Whatever the session is waiting for (a stalled peer included), a stop ends it.
     let result = tokio::select! {
@@ -179,6 +190,8 @@ struct Session<'a> {
     resolver: Option<JoinHandle<()>>,
     checkpointer: Option<Checkpointer>,
     tracker: Option<SharedTracker>,
+    /// The pusher's marks not yet written.
+    marks: Option<PendingMarks>,
 }
 
 /// The error a connection end stands for.
@@ -358,6 +371,8 @@ impl Session<'_> {
                     wake.clone(),
                 ));
             }
+            let marks = PendingMarks::default();
+            self.marks = Some(marks.clone());
             let pusher = Pusher {
                 content: content.clone(),
                 db: ctx.db.clone(),
@@ -369,7 +384,7 @@ impl Session<'_> {
                 continuous: ctx.continuous,
                 wake,
                 max_history: DEFAULT_MAX_DEPTH as usize,
-                marks: Vec::new(),
+                marks,
                 decisions: ctx.decisions.clone(),
                 events: Vec::new(),
                 retries: Vec::new(),
@@ -476,6 +491,27 @@ impl Session<'_> {
         if let Some(task) = inserter_task {
             if tokio::time::timeout(STOP_TIMEOUT, task).await.is_err() {
                 debug!(target: "ferrolite::replicator", "inserter did not stop in time");
+            }
+        }
+        // Acknowledged pushes the pusher had not recorded yet: recorded now, whether the
+        // session ends well or not (the replies did arrive).
+        if let Some(marks) = self.marks.take() {
+            let marks = take_marks(&marks);
+            if !marks.is_empty() {
+                let remote = self.ctx.remote;
+                let write = self
+                    .ctx
+                    .db
+                    .call(move |store| db::mark_remote_ancestors(store, remote, &marks));
+                match tokio::time::timeout(STOP_TIMEOUT, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        warn!(target: "ferrolite::replicator", error = %err, "could not record what the remote has")
+                    }
+                    Err(_) => {
+                        warn!(target: "ferrolite::replicator", "recording what the remote has timed out")
+                    }
+                }
             }
         }
         // Conflicts of committed revisions are resolved before the checkpoint is saved.
@@ -1095,7 +1131,7 @@ struct Pusher {
     wake: Arc<Notify>,
     max_history: usize,
     /// Revisions the remote now has, to record as remote ancestors.
-    marks: Vec<(String, RevId)>,
+    marks: PendingMarks,
     decisions: Arc<Decisions>,
     /// Document events of finished candidates, reported per batch.
     events: Vec<(ReplicatedDocument, bool)>,
@@ -1204,8 +1240,7 @@ impl Pusher {
                         in_flight.push_back((pending, candidate));
                     }
                     ProposeStatus::AlreadyHave => {
-                        self.marks
-                            .push((candidate.doc_id.clone(), candidate.rev.clone()));
+                        self.mark(&candidate);
                         self.done(&candidate, None, false);
                     }
                     ProposeStatus::Conflict { current } => {
@@ -1245,7 +1280,8 @@ impl Pusher {
                     }
                 }
             }
-            if self.marks.len() >= MARKS_PER_WRITE {
+            let pending = self.marks.lock().map_or(0, |m| m.len());
+            if pending >= MARKS_PER_WRITE {
                 self.write_marks().await?;
             }
             self.flush_events();
@@ -1276,8 +1312,7 @@ impl Pusher {
         }
         match decode_reply(&reply, RevReply::from_response) {
             Ok(_) => {
-                self.marks
-                    .push((candidate.doc_id.clone(), candidate.rev.clone()));
+                self.mark(&candidate);
                 self.done(&candidate, None, false);
             }
             Err(ReplicatorError::Remote { code: 409, .. }) => {
@@ -1312,11 +1347,19 @@ impl Pusher {
         self.changed.notify_one();
     }
 
+    /// Records that the remote has the candidate's revision.
+    fn mark(&self, candidate: &Candidate) {
+        self.marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((candidate.doc_id.clone(), candidate.rev.clone()));
+    }
+
     async fn write_marks(&mut self) -> Result<(), ReplicatorError> {
-        if self.marks.is_empty() {
+        let marks = take_marks(&self.marks);
+        if marks.is_empty() {
             return Ok(());
         }
-        let marks = std::mem::take(&mut self.marks);
         let remote = self.remote;
         self.db
             .call(move |store| db::mark_remote_ancestors(store, remote, &marks))

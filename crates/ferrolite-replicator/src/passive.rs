@@ -671,6 +671,10 @@ impl Feed {
                     self.blip
                         .send_no_reply(Changes::default().to_message())
                         .await?;
+                    // `activeOnly` spares a peer that starts empty the tombstones of the
+                    // backlog; from now on it may hold any document, so a deletion made
+                    // while the feed runs must reach it.
+                    self.filter.active_only = false;
                 }
                 while let Some(pending) = in_flight.pop_front() {
                     log_rev_reply(pending.reply(&self.blip).await);

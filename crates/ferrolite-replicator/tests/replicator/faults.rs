@@ -559,6 +559,48 @@ async fn a_push_whose_reply_was_lost_is_proposed_again_with_the_remote_revision(
     assert_eq!(status.progress.completed, status.progress.total);
 }
 
+/// A session that fails after some pushed revisions were acknowledged still records them as
+/// remote ancestors: the next proposal names them, and they survive pruning. (Without the
+/// marks, a document edited more than 20 times before its next push could no longer name
+/// what the peer has, and its push would stay a conflict.)
+#[tokio::test]
+async fn acknowledged_pushes_are_recorded_even_when_the_session_fails() {
+    let local = TestDb::new();
+    let remote = TestDb::new();
+    let a = local.save("a", json!({"v": 1}));
+    let b = local.save("b", json!({"v": 1}));
+    let server = Server::start(&remote, Via::Pipe).await;
+    // Received by the pusher: getCheckpoint's reply, proposeChanges' reply, then the
+    // replies to the `rev`s of a and b; the last one is lost with the connection.
+    let transport = Arc::new(FaultyTransport::new(
+        server.transport.clone(),
+        1,
+        At::Received(4),
+        Fault::Drop,
+    ));
+    let mut cfg = config(ReplicatorType::Push, false);
+    cfg.max_attempts = 1;
+    let replicator = Replicator::new(local.store.clone(), transport.clone(), cfg);
+    replicator.start(false);
+    let status = tokio::time::timeout(STEP, replicator.wait_until_stopped())
+        .await
+        .unwrap();
+    assert!(status.error.is_some(), "the session failed");
+    assert_eq!(transport.injected(), 1);
+    let marks = |id: &str| -> Vec<String> {
+        local
+            .get(id)
+            .unwrap()
+            .tree
+            .remote_ancestors()
+            .map(|(_, rev)| rev.to_string())
+            .collect()
+    };
+    assert_eq!(marks("a"), [a.to_string()], "a's reply arrived: recorded");
+    assert!(marks("b").is_empty(), "b's reply was lost: not recorded");
+    assert_eq!(state(&remote)["b"].0, b.to_string(), "the peer stored b");
+}
+
 // ----- retries on a paused clock -----
 
 fn http(status: u16) -> TransportError {

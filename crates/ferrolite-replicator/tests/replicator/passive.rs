@@ -194,6 +194,64 @@ async fn revs_are_stored_checked_and_refused_on_conflict() {
     client.close().await;
 }
 
+/// `activeOnly` leaves the tombstones out of the backlog only: once caught up, a continuous
+/// feed sends deletions too, as the peer may hold the document by then (it may have pulled
+/// it in this very feed).
+#[tokio::test]
+async fn a_continuous_active_only_feed_sends_deletions_made_after_catching_up() {
+    let db = TestDb::new();
+    db.save("a", json!({"n": 1}));
+    db.save("gone", json!({"n": 2}));
+    db.delete("gone");
+    let mut client = RawClient::serve(&db.store, PassiveOptions::default());
+    let sub = SubChanges {
+        continuous: true,
+        active_only: true,
+        ..SubChanges::default()
+    };
+    assert_eq!(client.request(sub.to_message()).await.error(), None);
+    let mut backlog = Vec::new();
+    loop {
+        let request = client.next_request().await;
+        let changes = Changes::from_message(&request).unwrap();
+        if changes.is_caught_up() {
+            break;
+        }
+        backlog.extend(changes.rows.iter().map(|r| r.doc_id.clone()));
+        let entries = vec![ChangesReplyEntry::NotWanted; changes.rows.len()];
+        client
+            .respond(
+                ChangesReply {
+                    entries,
+                    ..ChangesReply::default()
+                }
+                .to_response(&request),
+            )
+            .await;
+    }
+    assert_eq!(backlog, ["a"], "the backlog leaves the tombstone out");
+
+    let deletion = db.delete("a");
+    let request = client.next_request().await;
+    let changes = Changes::from_message(&request).unwrap();
+    let rows: Vec<_> = changes
+        .rows
+        .iter()
+        .map(|r| (r.doc_id.as_str(), &r.rev_id, r.flags.is_deleted()))
+        .collect();
+    assert_eq!(rows, [("a", &deletion, true)]);
+    client
+        .respond(
+            ChangesReply {
+                entries: vec![ChangesReplyEntry::NotWanted],
+                ..ChangesReply::default()
+            }
+            .to_response(&request),
+        )
+        .await;
+    client.close().await;
+}
+
 #[tokio::test]
 async fn sub_changes_streams_the_feed_then_caught_up() {
     let db = TestDb::new();
