@@ -103,10 +103,7 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// Runs `work` on the one thread that hashes passwords, or in place if that thread cannot be
 /// started. Argon2id takes 19 MiB per hash: done on whichever thread asks, every thread's
 /// allocator arena would keep that much; done on one thread, one arena does.
-fn on_hashing_thread<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-    failed: T,
-) -> T {
+fn on_hashing_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, failed: T) -> T {
     static HASHER: OnceLock<Option<Mutex<mpsc::Sender<HashJob>>>> = OnceLock::new();
     let hasher = HASHER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<HashJob>();

@@ -10,9 +10,7 @@ use ferrolite::{Database, Properties};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::channels::{
-    Access, ChannelIndex, DocEntry, Routing, SyncRouter, Touched, UserContext,
-};
+use crate::channels::{Access, ChannelIndex, DocEntry, Routing, SyncRouter, Touched, UserContext};
 use crate::error::ApiError;
 use crate::principals::Principals;
 pub(crate) use crate::principals::GUEST;
@@ -113,7 +111,10 @@ impl Db {
     }
 
     fn wake_subscribers(&self, wants: impl Fn(Option<&HashSet<String>>) -> bool) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         subscribers.retain(|weak| {
             let Some(subscriber) = weak.upgrade() else {
                 return false;
