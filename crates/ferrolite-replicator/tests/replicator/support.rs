@@ -23,7 +23,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// Generous bound for anything that should happen quickly.
-pub const STEP: Duration = Duration::from_secs(20);
+pub const STEP: Duration = Duration::from_secs(60);
 
 /// A redb database in its own temporary directory.
 pub struct TestDb {
