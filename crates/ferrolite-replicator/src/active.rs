@@ -47,6 +47,9 @@ const MAX_REVS_IN_FLIGHT: usize = 400;
 const MAX_PUSH_HISTORY: usize = 50;
 /// Remote-ancestor marks collected before they are written.
 const MARKS_PER_WRITE: usize = 100;
+/// Longest a busy pusher keeps collected marks before writing them (a stale mark makes the
+/// next proposal of the document a conflict, answered with a retry).
+const MARKS_MAX_AGE: Duration = Duration::from_millis(250);
 /// How long a stopping session waits for its last checkpoint save and the close.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -385,6 +388,7 @@ impl Session<'_> {
                 wake,
                 max_history: DEFAULT_MAX_DEPTH as usize,
                 marks,
+                marks_written: tokio::time::Instant::now(),
                 decisions: ctx.decisions.clone(),
                 events: Vec::new(),
                 retries: Vec::new(),
@@ -1032,7 +1036,14 @@ impl Candidate {
     /// The `rev` to send, with the full stored body.
     fn rev(&self, max_history: usize) -> Rev {
         let mut history = self.history.clone();
-        history.truncate(max_history);
+        // Down to the revision the peer has even beyond its `maxHistory`: cut short, the
+        // history would not reach it, and the peer would refuse the revision as a conflict.
+        let reach = self
+            .remote_ancestor
+            .as_ref()
+            .and_then(|ancestor| history.iter().position(|h| h == ancestor))
+            .map_or(0, |at| at + 1);
+        history.truncate(max_history.max(reach));
         Rev {
             id: self.doc_id.clone(),
             rev: self.rev.clone(),
@@ -1104,12 +1115,18 @@ fn read_push_batch(
             continue; // skipped: counts as done
         }
         let known: Vec<&RevId> = remote_ancestor.iter().collect();
+        // Down to the revision the remote has, however far (pruning keeps that path).
+        let max = if known.is_empty() {
+            MAX_PUSH_HISTORY
+        } else {
+            usize::MAX
+        };
         out.push(Candidate {
             sequence: change.sequence,
             doc_id: change.id,
             rev: current.id().clone(),
             deleted: current.is_deleted(),
-            history: db::history_to_send(&record.tree, current.id(), &known, MAX_PUSH_HISTORY),
+            history: db::history_to_send(&record.tree, current.id(), &known, max),
             remote_ancestor,
             body: body.clone(),
         });
@@ -1132,6 +1149,8 @@ struct Pusher {
     max_history: usize,
     /// Revisions the remote now has, to record as remote ancestors.
     marks: PendingMarks,
+    /// When the marks were last written.
+    marks_written: tokio::time::Instant,
     decisions: Arc<Decisions>,
     /// Document events of finished candidates, reported per batch.
     events: Vec<(ReplicatedDocument, bool)>,
@@ -1145,6 +1164,12 @@ impl Pusher {
         let mut since = lock(&self.tracker).push.read_up_to;
         let mut in_flight: VecDeque<(PendingReply, Candidate)> = VecDeque::new();
         loop {
+            // Replies already in: recorded now rather than when the queue fills up.
+            while let Some(reply) = in_flight.front_mut().and_then(|(p, _)| p.try_take()) {
+                if let Some((_, candidate)) = in_flight.pop_front() {
+                    self.settle_reply(reply?, candidate).await?;
+                }
+            }
             let remote = self.remote;
             // Whether the pull (and the resolution of the conflicts it met) was done before
             // this read of the feed: a one-shot push waits for that, to push resolutions.
@@ -1250,7 +1275,7 @@ impl Pusher {
                             &candidate.rev,
                             candidate.remote_ancestor.as_ref(),
                             current.as_ref(),
-                            MAX_PUSH_HISTORY,
+                            usize::MAX,
                         )
                         .await?;
                         if let Some((ancestor, history)) = retry {
@@ -1281,7 +1306,9 @@ impl Pusher {
                 }
             }
             let pending = self.marks.lock().map_or(0, |m| m.len());
-            if pending >= MARKS_PER_WRITE {
+            if pending >= MARKS_PER_WRITE
+                || (pending > 0 && self.marks_written.elapsed() >= MARKS_MAX_AGE)
+            {
                 self.write_marks().await?;
             }
             self.flush_events();
@@ -1301,7 +1328,16 @@ impl Pusher {
         pending: PendingReply,
         candidate: Candidate,
     ) -> Result<(), ReplicatorError> {
-        let mut reply = pending.wait().await?;
+        let reply = pending.wait().await?;
+        self.settle_reply(reply, candidate).await
+    }
+
+    /// Records the outcome of a pushed `rev` from its reply.
+    async fn settle_reply(
+        &mut self,
+        mut reply: Message,
+        candidate: Candidate,
+    ) -> Result<(), ReplicatorError> {
         let delta = self
             .content
             .sent_as_delta(&candidate.doc_id, &candidate.rev);
@@ -1356,6 +1392,7 @@ impl Pusher {
     }
 
     async fn write_marks(&mut self) -> Result<(), ReplicatorError> {
+        self.marks_written = tokio::time::Instant::now();
         let marks = take_marks(&self.marks);
         if marks.is_empty() {
             return Ok(());

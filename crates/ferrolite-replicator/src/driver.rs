@@ -143,6 +143,17 @@ impl PendingReply {
             .await
             .unwrap_or_else(|_| Err(ReplicatorError::connection_closed()))
     }
+
+    /// The reply if it already arrived (or the connection is gone), without waiting.
+    pub(crate) fn try_take(&mut self) -> Option<Result<Message, ReplicatorError>> {
+        match self.0.try_recv() {
+            Ok(reply) => Some(reply),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                Some(Err(ReplicatorError::connection_closed()))
+            }
+        }
+    }
 }
 
 /// The handle through which the rest of the replicator talks over a connection. Cheap to

@@ -601,6 +601,42 @@ async fn acknowledged_pushes_are_recorded_even_when_the_session_fails() {
     assert_eq!(state(&remote)["b"].0, b.to_string(), "the peer stored b");
 }
 
+/// A document edited 30 times since the revision the peer has: its `rev` carries the whole
+/// history down to that revision, beyond the peer's `maxHistory` (20), so that the peer can
+/// attach it; cut at 20, it was refused as a conflict (and never pushed).
+#[tokio::test]
+async fn a_push_reaches_the_remote_revision_beyond_the_peers_max_history() {
+    let local = TestDb::new();
+    let remote = TestDb::new();
+    local.save("doc", json!({"v": 0}));
+    let server = Server::start(&remote, Via::Pipe).await;
+    let replicator = Replicator::new(
+        local.store.clone(),
+        server.transport.clone(),
+        config(ReplicatorType::Push, false),
+    );
+    replicator.start(false);
+    let status = tokio::time::timeout(STEP, replicator.wait_until_stopped())
+        .await
+        .unwrap();
+    assert!(status.error.is_none(), "{:?}", status.error);
+    for v in 1..=30 {
+        local.save("doc", json!({ "v": v }));
+    }
+    let recorder = Recorder::attach(&replicator);
+    replicator.start(false);
+    let status = tokio::time::timeout(STEP, replicator.wait_until_stopped())
+        .await
+        .unwrap();
+    assert!(status.error.is_none(), "{:?}", status.error);
+    let events = recorder.documents.lock().unwrap().clone();
+    assert!(
+        !events.is_empty() && events.iter().all(|d| d.error.is_none()),
+        "pushed without a conflict: {events:?}"
+    );
+    assert_identical(&local, &remote, "after 30 edits");
+}
+
 // ----- retries on a paused clock -----
 
 fn http(status: u16) -> TransportError {
