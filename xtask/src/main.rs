@@ -4,6 +4,7 @@
 //!   that order (what `.ci/run` and the GitHub workflow run).
 //! - `cargo xtask docs`: build the book in `docs/` and check its links.
 //! - `cargo xtask bench [NAME [ARGS...]]`: run an end-to-end benchmark, or list them.
+//! - `cargo xtask soak [--fuzz-minutes N]`: the long reliability runs, then the fuzz targets.
 //! - `cargo xtask help`: usage.
 //!
 //! Kept to one dependency (anyhow) so that it builds in seconds.
@@ -12,6 +13,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod docs;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,9 @@ Commands:
   bench                 list the benchmarks
   bench <name> [args]   run a benchmark in the release profile, passing args to it
                         (e.g. cargo xtask bench storage --quick)
+  soak [--fuzz-minutes N]
+                        the long reliability runs (200 broken-network seeds, 120 process
+                        kills), then every fuzz target for N minutes (default 10, 0 skips)
   help                  print this message";
 
 fn main() -> ExitCode {
@@ -50,6 +55,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         "docs" if rest.is_empty() => docs::run(),
         "docs" => anyhow::bail!("`docs` takes no arguments, got {rest:?}"),
         "bench" => bench::run(rest),
+        "soak" => soak::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
