@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use ferrolite::{Authenticator, Database, Endpoint, ReplicatorConfiguration, ReplicatorType};
 use ferrolite_gateway::{Gateway, GatewayConfig, Storage};
+use ferrolite_protocol::blip::Message;
+use ferrolite_testkit::hostile::{no_answers, BlipPeer};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -326,4 +328,100 @@ async fn hostile_ids_and_attachment_names_are_handled_safely() {
     let r = c.get(format!("{admin}/in-a")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     g.shutdown().await;
+}
+
+/// The digest of document `id`'s attachment `note` (a blob at the top level), read on the
+/// admin port.
+async fn note_digest(g: &Gateway, id: &str) -> String {
+    let doc: Value = Client::new()
+        .get(format!("http://{}/db/{id}", g.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    doc["note"]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{id}: no attachment digest in {doc}"))
+        .to_owned()
+}
+
+/// `getAttachment` for `digest`, naming `doc_id` when given; the reply's error code, if any.
+async fn get_attachment(peer: &mut BlipPeer, digest: &str, doc_id: Option<&str>) -> Option<i64> {
+    let mut request = Message::request("getAttachment");
+    request.properties.set("digest", digest);
+    if let Some(doc_id) = doc_id {
+        request.properties.set("docID", doc_id);
+    }
+    let reply = peer
+        .request(request, Duration::from_secs(30), &mut no_answers())
+        .await
+        .unwrap();
+    reply.error().map(|(_, code)| i64::from(code))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blobs_are_served_over_blipsync_only_for_revisions_sent_to_the_user() {
+    let g = start().await;
+    let c = Client::new();
+    // Two documents with blobs of their own: one `ua` may read, one only `ub` may.
+    for (id, chans, data) in [
+        ("blob-a", ["a"], "bWluZSwgZm9yIGE="),
+        ("blob-b", ["b"], "b25seSBmb3IgYg=="),
+    ] {
+        let r = c
+            .put(format!("http://{}/db/{id}", g.admin_addr()))
+            .json(&json!({"channels": chans, "_attachments": {"note": {
+                "content_type": "text/plain", "data": data}}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{id}");
+    }
+    let digest_a = note_digest(&g, "blob-a").await;
+    let digest_b = note_digest(&g, "blob-b").await;
+    assert_ne!(digest_a, digest_b);
+
+    // Outside a revision sent on the connection, no blob is served, whoever asks and
+    // however the request names it: Sync Gateway's `403 Attachment's doc not being synced`.
+    for (user, digest, doc_id) in [
+        ("ua", &digest_b, Some("blob-b")),
+        ("ua", &digest_b, Some("blob-a")),
+        ("ua", &digest_b, None),
+        ("ua", &digest_a, Some("blob-a")),
+        ("ub", &digest_b, Some("blob-b")),
+        ("uab", &digest_b, None),
+    ] {
+        let password = format!("{user}-pw");
+        let mut peer = BlipPeer::connect(g.public_addr(), "db", Some((user, &password)))
+            .await
+            .unwrap();
+        assert_eq!(
+            get_attachment(&mut peer, digest, doc_id).await,
+            Some(403),
+            "{user} asked for {digest} of {doc_id:?}"
+        );
+        peer.close().await;
+    }
+
+    // A pull still fetches the blobs of the revisions it is sent, and only those.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open("ua", &ferrolite::DatabaseConfiguration::new(dir.path())).unwrap();
+    let url = format!("ws://{}/db", g.public_addr());
+    let config = ReplicatorConfiguration::new(&db, Endpoint::url(&url).unwrap())
+        .replicator_type(ReplicatorType::Pull)
+        .authenticator(Authenticator::basic("ua", "ua-pw"));
+    let replicator = ferrolite::Replicator::new(config).unwrap();
+    replicator.start();
+    let status = replicator
+        .wait_until_stopped(Duration::from_secs(60))
+        .unwrap();
+    assert!(status.error.is_none(), "{status:?}");
+    let pulled = db.document("blob-a").unwrap().expect("blob-a pulled");
+    let note = pulled
+        .blob("note")
+        .unwrap_or_else(|| panic!("blob-a's note: {:?}", pulled.properties()));
+    assert_eq!(db.blob_content(&note).unwrap(), b"mine, for a");
+    assert!(db.document("blob-b").unwrap().is_none());
 }

@@ -495,15 +495,23 @@ pub(crate) async fn ensure_blobs(
 
 /// Digests the current revision of a stored document references (blobs and attachments).
 fn current_digests(store: &dyn Store, id: &str) -> Result<HashSet<BlobDigest>, ReplicatorError> {
-    let mut out = HashSet::new();
     let Some(record) = store.get(id)? else {
-        return Ok(out);
+        return Ok(HashSet::new());
     };
-    let Some(body) = record.tree.current().and_then(|c| c.body()) else {
-        return Ok(out);
-    };
+    Ok(record
+        .tree
+        .current()
+        .and_then(|c| c.body())
+        .map(|body| referenced_digests(body))
+        .unwrap_or_default())
+}
+
+/// Digests a revision body references: its blobs and its `_attachments` (none when the body
+/// is not JSON).
+pub(crate) fn referenced_digests(body: &[u8]) -> HashSet<BlobDigest> {
+    let mut out = HashSet::new();
     let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
-        return Ok(out);
+        return out;
     };
     visit_blob_dicts(&mut value, &mut String::new(), true, &mut |_, dict| {
         if let Ok(blob) = BlobRef::from_dict(dict) {
@@ -521,7 +529,7 @@ fn current_digests(store: &dyn Store, id: &str) -> Result<HashSet<BlobDigest>, R
             }
         }
     }
-    Ok(out)
+    out
 }
 
 async fn store_inline(db: &Db, blob: &IncomingBlob, bytes: Bytes) -> Result<(), BlobFailure> {
@@ -743,8 +751,8 @@ impl Read for PartReader {
 
 // ----- serving -----
 
-/// Answers a `getAttachment` (any blob we have, as LiteCore does), streaming the blob from
-/// the store; a missing blob is LiteCore's `NotFound`, a malformed digest its
+/// Answers a `getAttachment` for any blob we have (as LiteCore does; the caller restricts
+/// it first when the peer's reads are), streaming the blob from the store; a missing blob is LiteCore's `NotFound`, a malformed digest its
 /// `InvalidParameter`. Meant to run in its own task.
 pub(crate) async fn serve_get_attachment(db: Db, blip: Blip, request: Message) {
     let get = match GetAttachment::from_message(&request) {

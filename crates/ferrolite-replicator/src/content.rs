@@ -5,13 +5,13 @@
 //! the pusher and the passive side through an `Arc`; the algorithms live in
 //! [`blobs`] and [`delta_sync`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ferrolite_document::RevId;
+use ferrolite_document::{BlobDigest, RevId};
 use ferrolite_protocol::blip::Message;
-use ferrolite_protocol::messages::Rev;
+use ferrolite_protocol::messages::{GetAttachment, Rev};
 use ferrolite_storage::Store;
 use tokio::sync::Semaphore;
 use tracing::debug;
@@ -52,6 +52,33 @@ pub(crate) struct RevContent {
     awaiting: Arc<AtomicUsize>,
     /// Pushed revisions sent as deltas and awaiting their reply (a refusal resends them).
     sent_deltas: Mutex<HashSet<(String, RevId)>>,
+    /// When the peer's reads are restricted (channel access): the blobs it may fetch with
+    /// `getAttachment`, those of the `rev`s sent to it whose reply has not been handled yet,
+    /// counted per document and digest (Sync Gateway's rule). `None`: any blob we have.
+    fetchable: Option<Mutex<HashMap<(String, BlobDigest), usize>>>,
+}
+
+/// The blobs of one sent `rev`, fetchable by the peer until this is dropped.
+pub(crate) struct BlobGrant {
+    content: Arc<RevContent>,
+    keys: Vec<(String, BlobDigest)>,
+}
+
+impl Drop for BlobGrant {
+    fn drop(&mut self) {
+        let Some(fetchable) = &self.content.fetchable else {
+            return;
+        };
+        let mut fetchable = fetchable.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in self.keys.drain(..) {
+            if let Some(count) = fetchable.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    fetchable.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 /// Decrements a counter when dropped.
@@ -66,6 +93,21 @@ impl Drop for Awaiting {
 impl RevContent {
     /// The state of a new connection; `deltas_enabled` is the configuration's switch.
     pub(crate) fn new(db: Db, blip: Blip, deltas_enabled: bool) -> Arc<RevContent> {
+        Self::with_fetchable(db, blip, deltas_enabled, None)
+    }
+
+    /// Like [`new`](Self::new), for a peer whose reads are restricted: it may fetch only the
+    /// blobs of the revisions sent to it (see [`grant_blobs`](Self::grant_blobs)).
+    pub(crate) fn restricted(db: Db, blip: Blip, deltas_enabled: bool) -> Arc<RevContent> {
+        Self::with_fetchable(db, blip, deltas_enabled, Some(Mutex::new(HashMap::new())))
+    }
+
+    fn with_fetchable(
+        db: Db,
+        blip: Blip,
+        deltas_enabled: bool,
+        fetchable: Option<Mutex<HashMap<(String, BlobDigest), usize>>>,
+    ) -> Arc<RevContent> {
         Arc::new(RevContent {
             db,
             blip,
@@ -77,6 +119,7 @@ impl RevContent {
             serving: Arc::new(Semaphore::new(PARALLEL_SERVES)),
             awaiting: Arc::new(AtomicUsize::new(0)),
             sent_deltas: Mutex::new(HashSet::new()),
+            fetchable,
         })
     }
 
@@ -100,6 +143,50 @@ impl RevContent {
         }
         if deltas {
             self.peer_deltas.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Makes the blobs `digests` of document `doc_id` fetchable by a restricted peer until
+    /// the returned grant is dropped (once the reply to the `rev` sending them is handled).
+    /// `None` when the peer is not restricted or there are no blobs.
+    pub(crate) fn grant_blobs(
+        self: &Arc<Self>,
+        doc_id: &str,
+        digests: HashSet<BlobDigest>,
+    ) -> Option<BlobGrant> {
+        let fetchable = self.fetchable.as_ref()?;
+        if digests.is_empty() {
+            return None;
+        }
+        let keys: Vec<(String, BlobDigest)> = digests
+            .into_iter()
+            .map(|digest| (doc_id.to_owned(), digest))
+            .collect();
+        let mut fetchable = fetchable.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in &keys {
+            *fetchable.entry(key.clone()).or_insert(0) += 1;
+        }
+        Some(BlobGrant {
+            content: self.clone(),
+            keys,
+        })
+    }
+
+    /// Whether the peer may fetch the blob `getAttachment` asks for: always when it is not
+    /// restricted; otherwise when a revision sent to it references the blob (of the document
+    /// named by `docID`, of any when the request names none). A malformed request passes, to
+    /// get its usual error reply.
+    fn may_fetch(&self, message: &Message) -> bool {
+        let Some(fetchable) = &self.fetchable else {
+            return true;
+        };
+        let Ok(get) = GetAttachment::from_message(message) else {
+            return true;
+        };
+        let fetchable = fetchable.lock().unwrap_or_else(PoisonError::into_inner);
+        match get.doc_id {
+            Some(doc_id) => fetchable.contains_key(&(doc_id, get.digest)),
+            None => fetchable.keys().any(|(_, digest)| *digest == get.digest),
         }
     }
 
@@ -279,6 +366,18 @@ impl RevContent {
             Some("proveAttachment") => false,
             _ => return false,
         };
+        if serve && !message.no_reply && !self.may_fetch(message) {
+            debug!(target: "ferrolite::replicator", "refusing a blob not in a revision sent");
+            self.blip
+                .respond(Message::error_to(
+                    message,
+                    "HTTP",
+                    403,
+                    "Attachment's doc not being synced",
+                ))
+                .await;
+            return true;
+        }
         let Ok(permit) = self.serving.clone().acquire_owned().await else {
             return true;
         };

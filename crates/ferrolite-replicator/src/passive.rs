@@ -11,7 +11,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use ferrolite_document::{validate_doc_id, InsertMode, RevId, DEFAULT_MAX_DEPTH};
+use ferrolite_document::{validate_doc_id, BlobDigest, InsertMode, RevId, DEFAULT_MAX_DEPTH};
 use ferrolite_protocol::blip::Message;
 use ferrolite_protocol::messages::{
     ChangeFlags, ChangeRow, Changes, ChangesReply, ChangesReplyEntry, EmptyReply,
@@ -26,9 +26,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::access::{IncomingWrite, PeerAccess, WriteRejected};
-use crate::blobs::{FetchPolicy, IncomingBlob};
+use crate::blobs::{self, FetchPolicy, IncomingBlob};
 use crate::channel_feed::{self, Position, RowFilter, View};
-use crate::content::RevContent;
+use crate::content::{BlobGrant, RevContent};
 use crate::db::{self, Db, Inserter, RevToInsert};
 use crate::delta_sync::{self, Encoding, OutgoingRev, SentRev};
 use crate::driver::{self, decode_reply, Blip, Driven, DriverEnd};
@@ -123,7 +123,11 @@ pub async fn serve_passive(
     info!(target: "ferrolite::replicator", "passive peer: connection opened");
     let (inserter, inserter_task) = Inserter::spawn(db.clone(), blip.clone(), Box::new(|_| {}));
     let mut passive = Passive {
-        content: RevContent::new(db.clone(), blip.clone(), !options.disable_deltas),
+        content: if options.access.is_some() {
+            RevContent::restricted(db.clone(), blip.clone(), !options.disable_deltas)
+        } else {
+            RevContent::new(db.clone(), blip.clone(), !options.disable_deltas)
+        },
         db,
         blip,
         inserter,
@@ -642,7 +646,7 @@ impl Feed {
             _ => None,
         };
         let mut view: Option<View> = None;
-        let mut in_flight: VecDeque<SentRev> = VecDeque::new();
+        let mut in_flight: VecDeque<(SentRev, Option<BlobGrant>)> = VecDeque::new();
         let mut sent_caught_up = false;
         loop {
             if let Some(changed) = access_changed.as_mut() {
@@ -676,7 +680,7 @@ impl Feed {
                     // while the feed runs must reach it.
                     self.filter.active_only = false;
                 }
-                while let Some(pending) = in_flight.pop_front() {
+                while let Some((pending, _grant)) = in_flight.pop_front() {
                     log_rev_reply(pending.reply(&self.blip).await);
                 }
                 if !self.continuous {
@@ -818,7 +822,7 @@ impl Feed {
     async fn send_batch(
         &self,
         rows: Vec<FeedRow>,
-        in_flight: &mut VecDeque<SentRev>,
+        in_flight: &mut VecDeque<(SentRev, Option<BlobGrant>)>,
     ) -> Result<(), ReplicatorError> {
         let removed: Vec<bool> = rows.iter().map(|r| r.removed).collect();
         let changes = Changes {
@@ -848,7 +852,10 @@ impl Feed {
                 let mut out = Vec::with_capacity(wanted.len());
                 for (row, known, removed) in &wanted {
                     out.push(if *removed {
-                        removal_message(store, row, known, max_history)?
+                        (
+                            removal_message(store, row, known, max_history)?,
+                            HashSet::new(),
+                        )
                     } else {
                         rev_message(store, row, known, max_history, encoding)?
                     });
@@ -856,17 +863,20 @@ impl Feed {
                 Ok(out)
             })
             .await?;
-        for out in messages {
+        for (out, digests) in messages {
             if out.message.no_reply {
                 self.blip.send_no_reply(out.message).await?;
                 continue;
             }
             while in_flight.len() >= MAX_REVS_IN_FLIGHT {
-                if let Some(pending) = in_flight.pop_front() {
+                if let Some((pending, _grant)) = in_flight.pop_front() {
                     log_rev_reply(pending.reply(&self.blip).await);
                 }
             }
-            in_flight.push_back(SentRev::send(&self.blip, out).await?);
+            // The peer may fetch the revision's blobs until its reply is handled.
+            let doc_id = out.message.property("id").unwrap_or_default().to_owned();
+            let grant = self.content.grant_blobs(&doc_id, digests);
+            in_flight.push_back((SentRev::send(&self.blip, out).await?, grant));
         }
         Ok(())
     }
@@ -947,14 +957,15 @@ fn obsolete(row: &ChangeRow) -> OutgoingRev {
 
 /// The `rev` (or `norev` when its body is gone) for a wanted row, encoded for the peer:
 /// `_attachments` stubs unless it said `blobs=true`, a delta against the first revision it
-/// listed when it accepts deltas and we keep that revision's body.
+/// listed when it accepts deltas and we keep that revision's body; with the digests of the
+/// blobs the revision references.
 fn rev_message(
     store: &dyn Store,
     row: &ChangeRow,
     known: &[RevId],
     max_history: usize,
     encoding: Encoding,
-) -> Result<OutgoingRev, ReplicatorError> {
+) -> Result<(OutgoingRev, HashSet<BlobDigest>), ReplicatorError> {
     let record = store.get(&row.doc_id)?;
     let base = record.as_ref().and_then(|record| {
         let source = known.first()?;
@@ -984,10 +995,11 @@ fn rev_message(
     });
     Ok(match found {
         Some(rev) => {
+            let digests = blobs::referenced_digests(&rev.body);
             let base = base.as_ref().map(|(id, body)| (*id, body));
-            delta_sync::encode_rev(rev, base, encoding)
+            (delta_sync::encode_rev(rev, base, encoding), digests)
         }
-        None => obsolete(row),
+        None => (obsolete(row), HashSet::new()),
     })
 }
 
