@@ -4,7 +4,8 @@
 //!   that order (what `.ci/run` and the GitHub workflow run).
 //! - `cargo xtask docs`: build the book in `docs/` and check its links.
 //! - `cargo xtask bench [NAME [ARGS...]]`: run an end-to-end benchmark, or list them.
-//! - `cargo xtask soak [--fuzz-minutes N]`: the long reliability runs, then the fuzz targets.
+//! - `cargo xtask soak [--fuzz-minutes N]`: the long reliability and load runs, then the fuzz
+//!   targets.
 //! - `cargo xtask help`: usage.
 //!
 //! Kept to one dependency (anyhow) so that it builds in seconds.
@@ -29,8 +30,9 @@ Commands:
   bench <name> [args]   run a benchmark in the release profile, passing args to it
                         (e.g. cargo xtask bench storage --quick)
   soak [--fuzz-minutes N]
-                        the long reliability runs (200 broken-network seeds, 120 process
-                        kills), then every fuzz target for N minutes (default 10, 0 skips)
+                        the long reliability and load runs (200 broken-network seeds, 120
+                        process kills, 1,000 clients for 10 minutes), then every fuzz
+                        target for N minutes (default 10, 0 skips)
   help                  print this message";
 
 fn main() -> ExitCode {

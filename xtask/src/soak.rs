@@ -1,13 +1,19 @@
-//! `cargo xtask soak`: the long runs of the reliability tests, then the fuzz targets.
+//! `cargo xtask soak`: the long runs of the reliability and load tests, then the fuzz
+//! targets.
 //!
-//! 1. `tests`: the reliability tests of `ferrolite-gateway` (`tests/reliability/`) with
-//!    `FERROLITE_SOAK=1`, which multiplies their counts by ten: 200 seeds of the
-//!    broken-network test (fresh ones each run, each printed), 120 process kills.
+//! 1. `tests`: the `reliability` and `load` tests of `ferrolite-gateway` with
+//!    `FERROLITE_SOAK=1`, which makes them longer: 200 seeds of the broken-network test
+//!    (fresh ones each run, each printed), 120 process kills, 1,000 clients for 10 minutes.
 //! 2. `fuzz`: each target of `fuzz/` for `--fuzz-minutes` minutes (10 by default, 0 to
-//!    skip), with cargo-fuzz on a nightly toolchain; skipped with a message saying what to
-//!    install when either is missing.
+//!    skip), as many at a time as the machine has cores, with cargo-fuzz on a nightly
+//!    toolchain; skipped with a message saying what to install when either is missing.
+//!    Each target's output goes to `target/soak/fuzz-<target>.log`.
+//!
+//! Both steps run even when the first fails; the command fails if either did.
 
-use std::process::Command;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -34,15 +40,22 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
     }
     let started = Instant::now();
-    println!("soak: [1/2] reliability tests, long runs");
-    tests()?;
+    println!("soak: [1/2] reliability and load tests, long runs");
+    let tests = tests();
     println!("\nsoak: [2/2] fuzz targets, {fuzz_minutes} minutes each");
-    fuzz(fuzz_minutes)?;
+    let fuzzing = fuzz(fuzz_minutes);
     println!(
         "\nsoak: done in {:.0} minutes",
         started.elapsed().as_secs_f64() / 60.0
     );
-    Ok(())
+    match (tests, fuzzing) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(err), Ok(())) => Err(err.context("soak: the tests failed")),
+        (Ok(()), Err(err)) => Err(err.context("soak: the fuzzing failed")),
+        (Err(tests), Err(fuzzing)) => {
+            bail!("soak: the tests failed ({tests:#}) and so did the fuzzing ({fuzzing:#})")
+        }
+    }
 }
 
 fn tests() -> Result<()> {
@@ -54,6 +67,8 @@ fn tests() -> Result<()> {
             "ferrolite-gateway",
             "--test",
             "reliability",
+            "--test",
+            "load",
             "--no-fail-fast",
             "--success-output",
             "final",
@@ -66,8 +81,12 @@ fn tests() -> Result<()> {
             "ferrolite-gateway",
             "--test",
             "reliability",
+            "--test",
+            "load",
             "--",
             "--nocapture",
+            "--test-threads",
+            "1",
         ])
     };
     command.env("FERROLITE_SOAK", "1");
@@ -105,21 +124,57 @@ fn fuzz(minutes: u64) -> Result<()> {
         return Ok(());
     }
     let list = cmd::read(&mut nightly_cargo(&["fuzz", "list"]))?;
-    let targets: Vec<&str> = list
+    let targets: Vec<String> = list
         .lines()
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
         .collect();
     if targets.is_empty() {
         bail!("`cargo fuzz list` found no fuzz targets");
     }
+    // Built once, one after another; then run side by side.
+    cmd::run(&mut nightly_cargo(&["fuzz", "build"]))?;
+    let logs = workspace_root().join("target").join("soak");
+    fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let at_once = std::thread::available_parallelism().map_or(1, usize::from);
     let max_time = format!("-max_total_time={}", minutes * 60);
-    for target in &targets {
-        println!("\nsoak: fuzzing {target} for {minutes} minutes");
-        cmd::run(&mut nightly_cargo(&[
-            "fuzz", "run", target, "--", &max_time,
-        ]))
-        .with_context(|| format!("fuzz target {target} failed (see fuzz/artifacts/{target}/)"))?;
+    let mut failed = Vec::new();
+    for batch in targets.chunks(at_once) {
+        let mut running: Vec<(&String, PathBuf, Child)> = Vec::new();
+        for target in batch {
+            println!("soak: fuzzing {target} for {minutes} minutes");
+            let log = logs.join(format!("fuzz-{target}.log"));
+            let file =
+                fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+            let child = nightly_cargo(&["fuzz", "run", target, "--", &max_time])
+                .stdout(file.try_clone()?)
+                .stderr(Stdio::from(file))
+                .spawn()
+                .with_context(|| format!("starting the fuzzing of {target}"))?;
+            running.push((target, log, child));
+        }
+        for (target, log, mut child) in running {
+            let status = child.wait()?;
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let summary = text
+                .lines()
+                .rev()
+                .find(|line| line.starts_with("Done "))
+                .unwrap_or("no summary");
+            if status.success() {
+                println!("soak: fuzz {target}: {summary}, no crash");
+            } else {
+                println!(
+                    "soak: fuzz {target}: FAILED ({status}); see {} and fuzz/artifacts/{target}/",
+                    log.display()
+                );
+                failed.push(target.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {}", failed.join(", "));
     }
     println!("soak: {} fuzz targets ran without a crash", targets.len());
     Ok(())
