@@ -313,12 +313,32 @@ fn apply_configured_principals(
     since: u64,
 ) -> Result<(), PrincipalsError> {
     principals.update(|users, roles| {
+        // Channels a configured role or user no longer has (a client reconnecting from an
+        // older checkpoint is told; those still readable another way are left out then).
+        let mut lost: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (name, c) in &config.roles {
             let role = roles.entry(name.clone()).or_insert_with(Role::default);
+            let dropped = dropped(&role.admin_channels, &c.admin_channels);
+            if !dropped.is_empty() {
+                for (user_name, user) in users.iter() {
+                    if user.admin_roles.contains_key(name) {
+                        lost.entry(user_name.clone())
+                            .or_default()
+                            .extend(dropped.iter().cloned());
+                    }
+                }
+            }
             role.admin_channels = merge_grants(&role.admin_channels, &c.admin_channels, since);
         }
         for (name, c) in &config.users {
             let user = users.entry(name.clone()).or_insert_with(User::default);
+            let entry = lost.entry(name.clone()).or_default();
+            entry.extend(dropped(&user.admin_channels, &c.admin_channels));
+            for role in dropped(&user.admin_roles, &c.admin_roles) {
+                if let Some(role) = roles.get(&role) {
+                    entry.extend(role.admin_channels.keys().cloned());
+                }
+            }
             if let Some(password) = &c.password {
                 let same = user
                     .password_hash
@@ -336,7 +356,27 @@ fn apply_configured_principals(
                 user.email.clone_from(&c.email);
             }
         }
+        for (name, channels) in lost {
+            if let Some(user) = users.get_mut(&name) {
+                for channel in channels {
+                    let at = user.revoked_channels.entry(channel).or_insert(0);
+                    *at = (*at).max(since);
+                }
+            }
+        }
     })
+}
+
+/// The names in `current` that `configured` no longer lists.
+fn dropped(
+    current: &std::collections::BTreeMap<String, u64>,
+    configured: &[String],
+) -> Vec<String> {
+    current
+        .keys()
+        .filter(|name| !configured.contains(name))
+        .cloned()
+        .collect()
 }
 
 /// Indexes each database's commits on a thread of its own as they happen; the thread ends

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::channels::{Access, UserContext};
-use crate::state::{Db, Principal, Subscriber};
+use crate::state::{Db, Principal, Subscriber, GUEST};
 
 /// What one authenticated peer may pull (its channels, through the channel index) and push
 /// (what the sync function accepts with the peer's user context).
@@ -88,6 +88,14 @@ impl PeerAccess for UserPeer {
             .documents_in(channels)
             .into_iter()
             .collect()
+    }
+
+    fn revoked_since(&self, since: u64) -> HashSet<String> {
+        if !self.public {
+            return HashSet::new();
+        }
+        self.db
+            .revoked_since(self.principal.as_deref().unwrap_or(GUEST), since)
     }
 
     fn check_write(&self, write: &IncomingWrite<'_>) -> Result<(), WriteRejected> {

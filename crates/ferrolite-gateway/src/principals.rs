@@ -2,7 +2,7 @@
 //! the database (written to a temporary file, synced, then renamed over the old one, so a
 //! crash leaves either the old or the new file), passwords as salted Argon2id hashes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{mpsc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -32,6 +32,11 @@ pub(crate) struct User {
     pub(crate) disabled: bool,
     #[serde(default)]
     pub(crate) email: Option<String>,
+    /// Channels the user lost, each with the sequence at which it last lost it (`*`: it
+    /// could read everything), so that a client reconnecting from an older checkpoint is
+    /// told to purge their documents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) revoked_channels: BTreeMap<String, u64>,
 }
 
 /// A role: channels its members may read.
@@ -258,6 +263,24 @@ impl Principals {
         let out = change(&mut state.users, &mut state.roles);
         self.save(&saved)?;
         Ok(out)
+    }
+
+    /// Records that user `name` lost `channels` at `sequence` (nothing when it does not
+    /// exist).
+    pub(crate) fn record_revoked(
+        &self,
+        name: &str,
+        channels: &HashSet<String>,
+        sequence: u64,
+    ) -> Result<(), PrincipalsError> {
+        self.update(|users, _| {
+            if let Some(user) = users.get_mut(name) {
+                for channel in channels {
+                    let at = user.revoked_channels.entry(channel.clone()).or_insert(0);
+                    *at = (*at).max(sequence);
+                }
+            }
+        })
     }
 
     /// A copy of user `name`.

@@ -935,7 +935,7 @@ async fn purge(
                 Err(e) if e.code() == ferrolite::ErrorCode::NotFound as i32 => continue,
                 Err(e) => return Err(e.into()),
             }
-            db.channels.remove(&id);
+            db.purge_from_index(&id);
             purged.insert(id, json!(["*"]));
         }
         db.notify_changed();
@@ -1145,8 +1145,8 @@ fn upsert_user(db: &Db, name: &str, body: &Map<String, Value>) -> Result<bool, A
         None => None,
     };
     let since = db.database.last_sequence()?;
-    db.principals
-        .update(|users, _| {
+    db.watching_access(&[name.to_owned()], since, || {
+        db.principals.update(|users, _| {
             let user = users.entry(name.to_owned()).or_insert_with(User::default);
             if hash.is_some() {
                 user.password_hash = hash;
@@ -1164,7 +1164,8 @@ fn upsert_user(db: &Db, name: &str, body: &Map<String, Value>) -> Result<bool, A
                 user.email = email;
             }
         })
-        .map_err(ApiError::internal)?;
+    })
+    .map_err(ApiError::internal)?;
     if password.is_some() {
         db.principals.forget_verified(name);
     }
@@ -1287,7 +1288,7 @@ async fn put_role(
     if body.get("name").is_some_and(|n| n.as_str() != Some(&role)) {
         return Err(ApiError::bad_request("Name mismatch (can't change name)"));
     }
-    let created = upsert_role(&db, &role, &body)?;
+    let created = blocking(move || upsert_role(&db, &role, &body)).await?;
     Ok(if created {
         StatusCode::CREATED
     } else {
@@ -1311,7 +1312,7 @@ async fn post_role(
     if db.principals.role(&role).is_some() {
         return Err(ApiError::conflict("Already exists"));
     }
-    upsert_role(&db, &role, &body)?;
+    blocking(move || upsert_role(&db, &role, &body)).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -1334,15 +1335,17 @@ fn upsert_role(db: &Db, role: &str, body: &Map<String, Value>) -> Result<bool, A
     }
     let channels = string_list(body.get("admin_channels"), "admin_channels")?;
     let since = db.database.last_sequence()?;
+    let members = db.members_of(role);
     let created = db
-        .principals
-        .update(|_, roles| {
-            let created = !roles.contains_key(role);
-            let r = roles.entry(role.to_owned()).or_insert_with(Role::default);
-            if let Some(c) = channels {
-                r.admin_channels = regrant(&r.admin_channels, c, since);
-            }
-            created
+        .watching_access(&members, since, || {
+            db.principals.update(|_, roles| {
+                let created = !roles.contains_key(role);
+                let r = roles.entry(role.to_owned()).or_insert_with(Role::default);
+                if let Some(c) = channels {
+                    r.admin_channels = regrant(&r.admin_channels, c, since);
+                }
+                created
+            })
         })
         .map_err(ApiError::internal)?;
     db.notify_changed();
@@ -1376,13 +1379,23 @@ async fn delete_role(
     Path((name, role)): Path<(String, String)>,
 ) -> ApiResult {
     let db = state.db(&name)?;
-    let removed = db
-        .principals
-        .update(|_, roles| roles.remove(&role).is_some())
-        .map_err(ApiError::internal)?;
+    let removed = blocking(move || {
+        let since = db.database.last_sequence()?;
+        let members = db.members_of(&role);
+        let removed = db
+            .watching_access(&members, since, || {
+                db.principals
+                    .update(|_, roles| roles.remove(&role).is_some())
+            })
+            .map_err(ApiError::internal)?;
+        if removed {
+            db.notify_changed();
+        }
+        Ok(removed)
+    })
+    .await?;
     if !removed {
         return Err(ApiError::not_found("missing"));
     }
-    db.notify_changed();
     Ok(StatusCode::OK.into_response())
 }

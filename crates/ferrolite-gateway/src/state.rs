@@ -206,7 +206,7 @@ impl Db {
                 tracing::debug!(target: "ferrolite::gateway", id = %change.id, "expiry not set: {e}");
             }
         }
-        Ok(self.channels.update(
+        Ok(self.update_index(
             &change.id,
             DocEntry {
                 sequence: change.sequence,
@@ -217,6 +217,124 @@ impl Db {
                 roles: routing.roles,
             },
         ))
+    }
+
+    /// Indexes a document's latest change, recording the channels its grants took away from
+    /// anyone.
+    fn update_index(&self, id: &str, entry: DocEntry) -> Touched {
+        let old = self.channels.entry(id);
+        let users = self.grant_holders(old.as_ref(), &entry);
+        let sequence = entry.sequence;
+        self.watching_access(&users, sequence, || self.channels.update(id, entry))
+    }
+
+    /// Forgets a purged document, recording the channels its grants gave.
+    pub(crate) fn purge_from_index(&self, id: &str) {
+        let Some(old) = self.channels.entry(id) else {
+            return;
+        };
+        let gone = DocEntry {
+            sequence: old.sequence,
+            ..DocEntry::default()
+        };
+        let users = self.grant_holders(Some(&old), &gone);
+        let sequence = self.database.last_sequence().unwrap_or(old.sequence);
+        self.watching_access(&users, sequence, || self.channels.remove(id));
+    }
+
+    /// The users whose access may change when a document's grants go from `old` to `new`.
+    fn grant_holders(&self, old: Option<&DocEntry>, new: &DocEntry) -> Vec<String> {
+        let none = DocEntry::default();
+        let old = old.unwrap_or(&none);
+        let mut users: HashSet<String> = HashSet::new();
+        for principal in old.access.keys().chain(new.access.keys()) {
+            if old.access.get(principal) == new.access.get(principal) {
+                continue;
+            }
+            match principal.strip_prefix("role:") {
+                Some(role) => users.extend(self.members_of(role)),
+                None => {
+                    users.insert(principal.clone());
+                }
+            }
+        }
+        for user in old.roles.keys().chain(new.roles.keys()) {
+            if old.roles.get(user) != new.roles.get(user) {
+                users.insert(user.clone());
+            }
+        }
+        users.into_iter().collect()
+    }
+
+    /// The users (GUEST included) holding `role`, from the administrator or a `role()` grant.
+    pub(crate) fn members_of(&self, role: &str) -> Vec<String> {
+        let mut names = self.principals.user_names();
+        names.push(GUEST.to_owned());
+        names.retain(|name| self.roles_of(name).contains_key(role));
+        names
+    }
+
+    /// The channels user `name` reads now (`*`: everything).
+    fn readable_set(&self, name: &str) -> HashSet<String> {
+        match self.access_of(&Some(name.to_owned())) {
+            Access::All => HashSet::from(["*".to_owned()]),
+            Access::Channels(channels) => channels.into_keys().collect(),
+        }
+    }
+
+    /// Runs `change`, which may take channels away from `users`, and records each channel a
+    /// user could read before and cannot read after as revoked at `sequence`: a client of
+    /// that user reconnecting from an older checkpoint is then told to purge their
+    /// documents.
+    pub(crate) fn watching_access<T>(
+        &self,
+        users: &[String],
+        sequence: u64,
+        change: impl FnOnce() -> T,
+    ) -> T {
+        if users.is_empty() {
+            return change();
+        }
+        let before: Vec<HashSet<String>> = users.iter().map(|u| self.readable_set(u)).collect();
+        let out = change();
+        for (user, before) in users.iter().zip(before) {
+            let after = self.readable_set(user);
+            if after.contains("*") {
+                continue;
+            }
+            let lost: HashSet<String> = before.difference(&after).cloned().collect();
+            if lost.is_empty() {
+                continue;
+            }
+            tracing::debug!(target: "ferrolite::gateway", %user, ?lost, sequence, "channels revoked");
+            if let Err(e) = self.principals.record_revoked(user, &lost, sequence) {
+                tracing::warn!(target: "ferrolite::gateway", %user, "revocation not recorded: {e}");
+            }
+        }
+        out
+    }
+
+    /// The channels user `name` lost at or after sequence `since` and cannot read now (`*`:
+    /// it could read everything).
+    pub(crate) fn revoked_since(&self, name: &str, since: u64) -> HashSet<String> {
+        let Some(user) = self.principals.user(name) else {
+            return HashSet::new();
+        };
+        let mut revoked: HashSet<String> = user
+            .revoked_channels
+            .into_iter()
+            .filter(|(_, at)| *at >= since)
+            .map(|(channel, _)| channel)
+            .collect();
+        if revoked.is_empty() {
+            return revoked;
+        }
+        let now = self.readable_set(name);
+        if now.contains("*") {
+            return HashSet::new();
+        }
+        revoked.retain(|channel| !now.contains(channel));
+        revoked
     }
 
     /// Records the routing of a revision about to be stored; its commit is indexed with it.
@@ -246,7 +364,7 @@ impl Db {
                 && (entry.channels == routing.channels
                     || (entry.deleted && routing.channels.is_empty()));
             if entry.rev == rev && !same {
-                let touched = self.channels.update(
+                let touched = self.update_index(
                     id,
                     DocEntry {
                         channels: routing.channels,

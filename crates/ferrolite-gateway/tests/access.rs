@@ -395,3 +395,117 @@ async fn stopping_closes_sessions_and_keeps_every_acknowledged_write() {
     }
     g.shutdown().await;
 }
+
+/// A gateway on `dir` whose public port is `port` (the same across restarts, so that a
+/// client's checkpoint stays its own).
+async fn start_on(dir: &std::path::Path, port: u16) -> Gateway {
+    let config = GatewayConfig::from_json(&format!(
+        r#"{{"interface":"127.0.0.1:{port}","adminInterface":"127.0.0.1:0",
+            "databases":{{"db":{{"users":{{{USERS}}},
+            "roles":{{"readers":{{"admin_channels":["r"]}}}}}}}}}}"#
+    ))
+    .unwrap();
+    Gateway::start(&config, Storage::Directory(dir.to_owned()))
+        .await
+        .unwrap()
+}
+
+/// IDs of the documents in `db`, deleted ones included.
+fn ids_in(db: &Database) -> Vec<String> {
+    let mut ids: Vec<String> = db.changes(0).unwrap().map(|c| c.unwrap().id).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_offline_when_it_lost_a_channel_purges_its_documents_on_the_next_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let g = start_on(dir.path(), port).await;
+    write_docs(&g, "x", "x", 3).await;
+    write_docs(&g, "t", "t", 2).await;
+    write_docs(&g, "p", "!", 1).await;
+    let c = Client::new();
+    let status = put(
+        &c,
+        admin(&g, "/db/_user/bob"),
+        json!({"admin_channels": ["x"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let status = put(
+        &c,
+        admin(&g, "/db/_role/team"),
+        json!({"admin_channels": ["t"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let status = put(
+        &c,
+        admin(&g, "/db/_user/dave"),
+        json!({"password": "davepass", "admin_roles": ["team"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let url = format!("ws://127.0.0.1:{port}/db");
+    let bob = Arc::new(Database::open_in_memory("bob-phone").unwrap());
+    let dave = Arc::new(Database::open_in_memory("dave-phone").unwrap());
+    let pull = |phone: &Arc<Database>, user: &'static str, password: &'static str| {
+        let (phone, url) = (phone.clone(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            one_shot(&phone, &url, Authenticator::basic(user, password))
+        })
+    };
+    let first = pull(&bob, "bob", "bobpass").await.unwrap();
+    assert!(matches!(first, SyncOutcome::NewData { .. }), "{first:?}");
+    assert_eq!(ids_in(&bob), ["p1", "x1", "x2", "x3"]);
+    let first = pull(&dave, "dave", "davepass").await.unwrap();
+    assert!(matches!(first, SyncOutcome::NewData { .. }), "{first:?}");
+    assert_eq!(ids_in(&dave), ["p1", "t1", "t2"]);
+
+    // While both are offline: bob loses channel x, the role team loses channel t, and the
+    // gateway restarts.
+    let status = put(
+        &c,
+        admin(&g, "/db/_user/bob"),
+        json!({"admin_channels": []}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let status = put(
+        &c,
+        admin(&g, "/db/_role/team"),
+        json!({"admin_channels": []}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    write_range(&g, "p", "!", 2..=2).await;
+    g.shutdown().await;
+    let g = start_on(dir.path(), port).await;
+
+    // The next pull purges what each may no longer read, and keeps the rest.
+    pull(&bob, "bob", "bobpass").await.unwrap();
+    assert_eq!(ids_in(&bob), ["p1", "p2"]);
+    pull(&dave, "dave", "davepass").await.unwrap();
+    assert_eq!(ids_in(&dave), ["p1", "p2"]);
+    // A pull from the same checkpoint is told again, harmlessly.
+    let again = pull(&bob, "bob", "bobpass").await.unwrap();
+    assert!(!matches!(again, SyncOutcome::Failed(_)), "{again:?}");
+    assert_eq!(ids_in(&bob), ["p1", "p2"]);
+
+    // Granted again: the documents come back.
+    let status = put(
+        &c,
+        admin(&g, "/db/_user/bob"),
+        json!({"admin_channels": ["x"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    pull(&bob, "bob", "bobpass").await.unwrap();
+    assert_eq!(ids_in(&bob), ["p1", "p2", "x1", "x2", "x3"]);
+    g.shutdown().await;
+}

@@ -291,3 +291,71 @@ async fn access_grants_and_revocation_reach_a_client_which_purges() {
     replicator.stop();
     g.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_that_went_away_while_the_client_was_offline_purges_on_its_next_pull() {
+    let g = Gateway::start(&config_with_sync(GRANTS, ""), Storage::InMemory)
+        .await
+        .unwrap();
+    let c = Client::new();
+    for (id, channel) in [("s1", "secret"), ("s2", "secret"), ("o1", "open")] {
+        let r = c
+            .put(admin(&g, &format!("/db/{id}")))
+            .json(&json!({"channels": channel}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = c
+        .put(admin(&g, "/db/grant-bob"))
+        .json(&json!({"type": "grant", "user": "bob", "channels": ["secret", "open"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let grant_rev = r.json::<Value>().await.unwrap()["rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("ws://{}/db", g.public_addr());
+    let phone = Database::open_in_memory("phone").unwrap();
+    let pull = |phone: &Database| {
+        let config = ReplicatorConfiguration::new(phone, Endpoint::url(&url).unwrap())
+            .replicator_type(ReplicatorType::Pull)
+            .authenticator(Authenticator::basic("bob", "bobpass"));
+        let phone = phone.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = ferrolite::sync_once(config, Duration::from_secs(20));
+            let mut ids: Vec<String> = ["s1", "s2", "o1"]
+                .into_iter()
+                .filter(|id| phone.document(id).unwrap().is_some())
+                .map(str::to_owned)
+                .collect();
+            ids.sort();
+            (outcome, ids)
+        })
+    };
+    let (outcome, ids) = pull(&phone).await.unwrap();
+    assert!(
+        !matches!(outcome, ferrolite::SyncOutcome::Failed(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(ids, ["o1", "s1", "s2"]);
+
+    // Offline, the grant of `secret` goes away (`open` stays); the next pull purges.
+    let r = c
+        .put(admin(&g, &format!("/db/grant-bob?rev={grant_rev}")))
+        .json(&json!({"type": "grant", "user": "bob", "channels": ["open"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (outcome, ids) = pull(&phone).await.unwrap();
+    assert!(
+        !matches!(outcome, ferrolite::SyncOutcome::Failed(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(ids, ["o1"]);
+    g.shutdown().await;
+}

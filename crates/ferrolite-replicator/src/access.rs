@@ -78,6 +78,15 @@ pub trait PeerAccess: Send + Sync {
     /// The IDs of the documents whose current revision is in any of `channels`.
     fn documents_in(&self, channels: &HashSet<String>) -> Vec<String>;
 
+    /// The channels the peer lost at or after sequence `since` and cannot read now (`*`: it
+    /// could read every document). A feed starting at `since` that asked for revocations
+    /// first tells the peer to purge their documents it can no longer reach. None by
+    /// default.
+    fn revoked_since(&self, since: u64) -> HashSet<String> {
+        let _ = since;
+        HashSet::new()
+    }
+
     /// Checks a pushed revision before it is stored; an error refuses it.
     fn check_write(&self, write: &IncomingWrite<'_>) -> Result<(), WriteRejected>;
 }

@@ -249,6 +249,58 @@ pub(crate) fn initial_rows(
     )
 }
 
+/// The revocations a feed starting at `since` sends first: for the documents of the
+/// channels the peer lost since then (as far as its by-channel filter `wanted` reads them)
+/// that it cannot read through its channels now.
+pub(crate) fn revoked_rows(
+    access: &dyn PeerAccess,
+    store: &dyn Store,
+    view: &View,
+    wanted: Option<&HashSet<String>>,
+    since: u64,
+    batch: usize,
+    filter: &RowFilter,
+) -> Result<Vec<FeedRow>, ReplicatorError> {
+    let View::Channels(now) = view else {
+        // It reads every document: it lost nothing.
+        return Ok(Vec::new());
+    };
+    let mut revoked = access.revoked_since(since);
+    if revoked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let before = if revoked.contains("*") && wanted.is_none() {
+        View::All
+    } else {
+        if let Some(wanted) = wanted {
+            if revoked.contains("*") {
+                revoked.extend(wanted.iter().cloned());
+            }
+            revoked.retain(|channel| wanted.contains(channel));
+        }
+        let mut before = now.clone();
+        for channel in revoked {
+            if channel != "*" {
+                before.entry(channel).or_insert(0);
+            }
+        }
+        View::Channels(before)
+    };
+    if before.same_channels(view) {
+        return Ok(Vec::new());
+    }
+    transition_rows(
+        access,
+        store,
+        &before,
+        view,
+        Position(since),
+        batch,
+        filter,
+        true,
+    )
+}
+
 /// The rows a feed at `position` sends when the peer's view changes from `old` to `new`:
 /// revocations (when it asked for them) for the documents it can no longer read, then the
 /// documents of the channels it gained that it could not read before.

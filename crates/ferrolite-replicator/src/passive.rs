@@ -714,7 +714,25 @@ impl Feed {
                 let new = View::new(access.readable_channels(), channels.as_ref());
                 let rows = match &old {
                     None => {
-                        channel_feed::initial_rows(&*access, store, &new, since, batch, &filter)?
+                        // A peer reconnecting from an older checkpoint is told first what it
+                        // lost meanwhile.
+                        let mut rows = if revocations && since > 0 {
+                            channel_feed::revoked_rows(
+                                &*access,
+                                store,
+                                &new,
+                                channels.as_ref(),
+                                since,
+                                batch,
+                                &filter,
+                            )?
+                        } else {
+                            Vec::new()
+                        };
+                        rows.extend(channel_feed::initial_rows(
+                            &*access, store, &new, since, batch, &filter,
+                        )?);
+                        rows
                     }
                     Some(old) if !old.same_channels(&new) => {
                         debug!(target: "ferrolite::replicator", from = ?old.channels(), to = ?new.channels(), "passive change feed: the peer's channels changed");
