@@ -470,7 +470,8 @@ fn a_client_killed_during_a_pull_keeps_what_it_acknowledged_and_resumes() {
     let mut round = 0;
     while kills < wanted || kills_after_completion == 0 {
         round += 1;
-        assert!(round <= 3 * wanted as u64 + 10, "too many rounds");
+        // Many runs end before their kill (a small pull is quick): a bound, not a target.
+        assert!(round <= 8 * wanted as u64 + 10, "too many rounds");
         if round > 1 {
             bulk(&rt, &http, admin, gateway_changes(&mut rng, &server, round));
         }
@@ -484,7 +485,8 @@ fn a_client_killed_during_a_pull_keeps_what_it_acknowledged_and_resumes() {
         } else if rng.chance(35) {
             Plan::AfterMillis(rng.below(700))
         } else {
-            Plan::AfterLines(rng.between(1, pending.max(1)))
+            // Half of what is pending at most, so that most kills land before the end.
+            Plan::AfterLines(rng.between(1, (pending / 2).max(1)))
         };
         let label = format!("pull round {round} ({plan:?})");
         let mut child = ChildProc::spawn(
