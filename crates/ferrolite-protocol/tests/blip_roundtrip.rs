@@ -652,3 +652,42 @@ fn send_refuses_bad_messages_without_side_effects() {
     // The refused request did not use up a number.
     assert_eq!(a.send(Message::request("ok")).unwrap(), 1);
 }
+
+#[test]
+fn a_released_compressor_leaves_the_stream_readable() {
+    let mut rng = Rng(0x5eed_c0de);
+    let mut a = Connection::new(Config::default());
+    let mut b = Connection::new(Config::default());
+    let mut sent = Vec::new();
+    let mut received = Vec::new();
+    let mut compressed_frames = 0;
+    for i in 0..40 {
+        let mut m = Message::request("rev");
+        m.no_reply = true;
+        m.compressed = true;
+        // Similar JSON bodies, so that a kept compressor refers back to earlier messages.
+        m.body = Bytes::from(format!(
+            "{{\"_id\":\"doc-{i}\",\"type\":\"profile\",\"name\":\"user {i}\",\"pad\":\"{}\"}}",
+            "abcdefgh".repeat(rng.below(2000) as usize)
+        ));
+        sent.push(m.body.clone());
+        a.send(m).unwrap();
+        while let Some(frame) = a.next_frame() {
+            let header = FrameHeader::parse(&frame).unwrap();
+            if header.flags & flags::COMPRESSED != 0 {
+                compressed_frames += 1;
+            }
+            if let Some(message) = b.receive(&frame).unwrap() {
+                received.push(message.body);
+            }
+        }
+        assert!(a.holds_compressor(), "message {i} was compressed");
+        // Released after some messages only: kept and fresh compressors alternate.
+        if rng.chance(50) {
+            a.release_compressor();
+            assert!(!a.holds_compressor());
+        }
+    }
+    assert!(compressed_frames >= 40);
+    assert_eq!(received, sent);
+}

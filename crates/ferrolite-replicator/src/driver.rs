@@ -43,6 +43,9 @@ const MAX_INBOX: usize = 64;
 const MAX_OUTBOX: u64 = 32;
 /// How long a close waits for the peer's answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection that sent nothing for this long frees its compressor (a few hundred KiB;
+/// most continuous replications are idle most of the time).
+const COMPRESSOR_IDLE: Duration = Duration::from_secs(2);
 /// Parts of streamed replies waiting for their consumers before the core stops reading.
 const MAX_PARTS_WAITING: usize = 8;
 /// A streamed message's producer may append its next chunk once fewer bytes than this wait
@@ -477,6 +480,7 @@ impl Core {
         let mut responses_open = true;
         let mut streams_open = true;
         let mut handler_open = true;
+        let mut last_sent = tokio::time::Instant::now();
         let end = loop {
             self.release_credits();
             // A requested close goes out once everything queued before it was written.
@@ -515,7 +519,11 @@ impl Core {
                     };
                     if let Some(frame) = self.blip.next_frame() {
                         permit.send(WriteCommand::Frame(frame));
+                        last_sent = tokio::time::Instant::now();
                     }
+                }
+                _ = tokio::time::sleep_until(last_sent + COMPRESSOR_IDLE), if !can_write && self.blip.holds_compressor() => {
+                    self.blip.release_compressor();
                 }
                 event = frames.recv(), if can_read => {
                     match event {

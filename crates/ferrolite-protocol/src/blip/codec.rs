@@ -44,6 +44,19 @@ impl Encoder {
         }
     }
 
+    /// Whether a compressor is allocated (after a compressed frame, until
+    /// [`release_compressor`](Self::release_compressor)).
+    pub(crate) fn holds_compressor(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Frees the compressor (a few hundred KiB); the next compressed frame starts a new one.
+    /// The stream stays valid for the peer: every frame ends with a sync flush, on a block
+    /// boundary, and a new compressor never refers back to data sent before it.
+    pub(crate) fn release_compressor(&mut self) {
+        self.deflate = None;
+    }
+
     /// The running checksum after everything written so far.
     pub(crate) fn checksum(&self) -> u32 {
         self.crc.clone().finalize()

@@ -564,6 +564,22 @@ impl Connection {
         !self.acks.is_empty() || !self.outbox.is_empty()
     }
 
+    /// Whether the sending direction holds a compressor (a few hundred KiB, allocated by the
+    /// first compressed frame and kept for the frames after it).
+    pub fn holds_compressor(&self) -> bool {
+        self.encoder.holds_compressor()
+    }
+
+    /// Frees the sending direction's compressor, for a connection that has gone quiet; the
+    /// next compressed frame allocates a new one. Compressed frames stay readable by the
+    /// peer's inflater (each ends on a sync-flushed block boundary, and a new compressor never
+    /// refers back to earlier data), as with WebSocket `permessage-deflate` without context
+    /// takeover. Compression of later messages then starts without the earlier ones as
+    /// history.
+    pub fn release_compressor(&mut self) {
+        self.encoder.release_compressor();
+    }
+
     /// Number of outgoing messages paused until the peer's ACK arrives.
     pub fn paused_messages(&self) -> usize {
         self.icebox.len()

@@ -19,7 +19,8 @@
 //!   opens, over the *uncompressed* data of every non-ACK frame, in frame order.
 //! - Compressed frames share one raw-deflate stream per direction for the whole connection;
 //!   each frame ends in a sync flush whose `00 00 FF FF` trailer is stripped by the sender and
-//!   appended again by the receiver before inflating.
+//!   appended again by the receiver before inflating. The sender may free its compressor
+//!   between frames ([`Connection::release_compressor`]); the stream stays valid.
 //! - ACK frames are `uvarint(number) | 0x34 or 0x35 | uvarint(bytes received)`: no checksum,
 //!   never compressed, never part of the CRC.
 //!

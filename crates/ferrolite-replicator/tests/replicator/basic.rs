@@ -283,6 +283,38 @@ async fn continuous_replication_over_websocket() {
 }
 
 #[tokio::test]
+async fn replication_goes_on_after_idle_connections_free_their_compressors() {
+    let local = TestDb::new();
+    let remote = TestDb::new();
+    let (transport, _listener) = transport_to(&remote, Via::WebSocket).await;
+    let replicator = Replicator::new(
+        local.store.clone(),
+        transport,
+        config(ReplicatorType::PushAndPull, true),
+    );
+    replicator.start(false);
+    let body = |round: u32| json!({"round": round, "text": "compressible ".repeat(40)});
+    for round in 0..3 {
+        local.save(&format!("local-{round}"), body(round));
+        remote.save(&format!("remote-{round}"), body(round));
+        eventually("both documents on both sides", || {
+            local.body(&format!("remote-{round}")) == Some(body(round))
+                && remote.body(&format!("local-{round}")) == Some(body(round))
+        })
+        .await;
+        // Quiet for longer than the idle time: both sides free their compressors, and the
+        // next revisions start fresh ones on the same deflate streams.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    assert_eq!(local.snapshot(), remote.snapshot());
+    replicator.stop();
+    let status = tokio::time::timeout(STEP, replicator.wait_until_stopped())
+        .await
+        .unwrap();
+    assert!(status.error.is_none(), "{:?}", status.error);
+}
+
+#[tokio::test]
 async fn a_panicking_listener_does_not_stop_the_others() {
     let local = TestDb::new();
     let remote = TestDb::new();
