@@ -24,6 +24,8 @@
 //!   read 10 s into the writing in the one-minute run, after the first minute in the soak
 //!   run. Resident memory creeps up under load even with a flat heap (the allocator keeps
 //!   freed memory for reuse), fastest in the first minutes.
+//! - Three seconds after the clients converged, still connected but quiet, the heap is at
+//!   least 128 KiB per client lower: idle connections free their compressors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -237,6 +239,9 @@ async fn continuous_clients_under_load_keep_up_in_bounded_memory() {
     let converged = wait_for("CONVERGED", scale.patience * 2);
     let end = resident_bytes();
     let heap_end = heap_bytes();
+    // Quiet, still connected: each connection frees its compressor after 2 s idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let heap_idle = heap_bytes();
     let peak = peak.finish();
     samples.0.store(true, Ordering::SeqCst);
     samples.2.abort();
@@ -256,7 +261,7 @@ async fn continuous_clients_under_load_keep_up_in_bounded_memory() {
         "load: {} clients connected in {:.1} s; {rest_written} REST writes; {converged}; {result}; \
          gateway holds {on_gateway} documents; heap {:.1} MiB after {:.0} s of writing, {:.1} MiB \
          at the end ({:+.1}%); resident memory {:.1} MiB then, {:.1} MiB at the end \
-         ({:+.1}%), peak {:.1} MiB; every 5 s (resident/heap): {series} MiB; {:.1} s in all",
+         ({:+.1}%), peak {:.1} MiB; heap {:.1} MiB after 3 s of quiet; every 5 s (resident/heap): {series} MiB; {:.1} s in all",
         scale.clients,
         connected.as_secs_f64(),
         mib(heap_baseline),
@@ -267,7 +272,16 @@ async fn continuous_clients_under_load_keep_up_in_bounded_memory() {
         mib(end),
         (end as f64 / baseline as f64 - 1.0) * 100.0,
         mib(peak),
+        mib(heap_idle),
         started.elapsed().as_secs_f64()
+    );
+    // Each connection's compressor (about 256 KiB) is freed once it is quiet.
+    let freed = heap_end.saturating_sub(heap_idle);
+    assert!(
+        freed >= scale.clients as u64 * 128 * 1024,
+        "quiet connections kept their compressors: the heap went from {:.1} to {:.1} MiB",
+        mib(heap_end),
+        mib(heap_idle)
     );
     assert!(
         heap_end as f64 <= heap_baseline as f64 * (1.0 + MAX_GROWTH),
