@@ -1230,3 +1230,25 @@ proptest! {
         decode_everything(&response);
     }
 }
+
+/// Found by fuzzing: a `since` with more significant digits than a double holds must parse to
+/// the nearest double, or its re-encoding decodes to another value.
+#[test]
+fn a_long_numeric_sequence_survives_encoding() {
+    let mut message = Message::request("subChanges");
+    message
+        .properties
+        .set("since", format!("\n\n{}", "5".repeat(52)));
+    let decoded = Request::from_message(&message).unwrap();
+    let again = Request::from_message(&decoded.to_message()).unwrap();
+    assert_eq!(again, decoded);
+    for text in [
+        "0.30000000000000004",
+        "1.7976931348623157e308",
+        "123456789012345678901.5",
+    ] {
+        let value: Value = serde_json::from_str(text).unwrap();
+        let back: Value = serde_json::from_str(&value.to_string()).unwrap();
+        assert_eq!(back, value, "{text}");
+    }
+}
