@@ -359,8 +359,7 @@ fn apply_configured_principals(
         for (name, channels) in lost {
             if let Some(user) = users.get_mut(&name) {
                 for channel in channels {
-                    let at = user.revoked_channels.entry(channel).or_insert(0);
-                    *at = (*at).max(since);
+                    user.revoke(channel, since);
                 }
             }
         }

@@ -39,6 +39,14 @@ pub(crate) struct User {
     pub(crate) revoked_channels: BTreeMap<String, u64>,
 }
 
+impl User {
+    /// Records that the user lost `channel` at `sequence` (the latest loss is kept).
+    pub(crate) fn revoke(&mut self, channel: String, sequence: u64) {
+        let at = self.revoked_channels.entry(channel).or_insert(0);
+        *at = (*at).max(sequence);
+    }
+}
+
 /// A role: channels its members may read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Role {
@@ -276,8 +284,7 @@ impl Principals {
         self.update(|users, _| {
             if let Some(user) = users.get_mut(name) {
                 for channel in channels {
-                    let at = user.revoked_channels.entry(channel.clone()).or_insert(0);
-                    *at = (*at).max(sequence);
+                    user.revoke(channel.clone(), sequence);
                 }
             }
         })
