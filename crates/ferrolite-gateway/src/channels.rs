@@ -25,6 +25,25 @@ pub(crate) struct DocEntry {
     pub(crate) roles: BTreeMap<String, Vec<String>>,
 }
 
+/// A document's `access()` and `role()` grants, as the index keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Grants {
+    /// Principal → channels.
+    pub(crate) access: BTreeMap<String, Vec<String>>,
+    /// User → roles.
+    pub(crate) roles: BTreeMap<String, Vec<String>>,
+}
+
+impl DocEntry {
+    /// A copy of its grants.
+    pub(crate) fn grants(&self) -> Grants {
+        Grants {
+            access: self.access.clone(),
+            roles: self.roles.clone(),
+        }
+    }
+}
+
 /// What an index update changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Touched {
@@ -76,6 +95,15 @@ impl ChannelIndex {
     /// The indexed state of document `id`.
     pub(crate) fn entry(&self, id: &str) -> Option<DocEntry> {
         self.read().docs.get(id).cloned()
+    }
+
+    /// The grants of document `id`'s indexed change (none when unknown).
+    pub(crate) fn grants(&self, id: &str) -> Grants {
+        self.read()
+            .docs
+            .get(id)
+            .map(DocEntry::grants)
+            .unwrap_or_default()
     }
 
     /// The channels of document `id` (empty when unknown).

@@ -10,7 +10,9 @@ use ferrolite::{Database, Properties};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::channels::{Access, ChannelIndex, DocEntry, Routing, SyncRouter, Touched, UserContext};
+use crate::channels::{
+    Access, ChannelIndex, DocEntry, Grants, Routing, SyncRouter, Touched, UserContext,
+};
 use crate::error::ApiError;
 use crate::principals::Principals;
 pub(crate) use crate::principals::GUEST;
@@ -222,8 +224,9 @@ impl Db {
     /// Indexes a document's latest change, recording the channels its grants took away from
     /// anyone.
     fn update_index(&self, id: &str, entry: DocEntry) -> Touched {
-        let old = self.channels.entry(id);
-        let users = self.grant_holders(old.as_ref(), &entry);
+        // Only the grants are read (usually none): this runs for every indexed change.
+        let old = self.channels.grants(id);
+        let users = self.grant_holders(&old, &entry.grants());
         let sequence = entry.sequence;
         self.watching_access(&users, sequence, || self.channels.update(id, entry))
     }
@@ -233,19 +236,13 @@ impl Db {
         let Some(old) = self.channels.entry(id) else {
             return;
         };
-        let gone = DocEntry {
-            sequence: old.sequence,
-            ..DocEntry::default()
-        };
-        let users = self.grant_holders(Some(&old), &gone);
+        let users = self.grant_holders(&old.grants(), &Grants::default());
         let sequence = self.database.last_sequence().unwrap_or(old.sequence);
         self.watching_access(&users, sequence, || self.channels.remove(id));
     }
 
     /// The users whose access may change when a document's grants go from `old` to `new`.
-    fn grant_holders(&self, old: Option<&DocEntry>, new: &DocEntry) -> Vec<String> {
-        let none = DocEntry::default();
-        let old = old.unwrap_or(&none);
+    fn grant_holders(&self, old: &Grants, new: &Grants) -> Vec<String> {
         let mut users: HashSet<String> = HashSet::new();
         for principal in old.access.keys().chain(new.access.keys()) {
             if old.access.get(principal) == new.access.get(principal) {

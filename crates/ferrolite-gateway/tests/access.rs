@@ -20,8 +20,14 @@ const USERS: &str = r#""bob":{"password":"bobpass"},
     "alice":{"password":"secret","admin_channels":["*"]}"#;
 
 async fn start(storage: Storage) -> Gateway {
+    start_on(storage, 0).await
+}
+
+/// A gateway whose public port is `port` (0: any; a fixed one stays the same across
+/// restarts, so that a client's checkpoint stays its own).
+async fn start_on(storage: Storage, port: u16) -> Gateway {
     let config = GatewayConfig::from_json(&format!(
-        r#"{{"interface":"127.0.0.1:0","adminInterface":"127.0.0.1:0",
+        r#"{{"interface":"127.0.0.1:{port}","adminInterface":"127.0.0.1:0",
             "databases":{{"db":{{"users":{{{USERS}}},
             "roles":{{"readers":{{"admin_channels":["r"]}}}}}}}}}}"#
     ))
@@ -396,20 +402,6 @@ async fn stopping_closes_sessions_and_keeps_every_acknowledged_write() {
     g.shutdown().await;
 }
 
-/// A gateway on `dir` whose public port is `port` (the same across restarts, so that a
-/// client's checkpoint stays its own).
-async fn start_on(dir: &std::path::Path, port: u16) -> Gateway {
-    let config = GatewayConfig::from_json(&format!(
-        r#"{{"interface":"127.0.0.1:{port}","adminInterface":"127.0.0.1:0",
-            "databases":{{"db":{{"users":{{{USERS}}},
-            "roles":{{"readers":{{"admin_channels":["r"]}}}}}}}}}}"#
-    ))
-    .unwrap();
-    Gateway::start(&config, Storage::Directory(dir.to_owned()))
-        .await
-        .unwrap()
-}
-
 /// IDs of the documents in `db`, deleted ones included.
 fn ids_in(db: &Database) -> Vec<String> {
     let mut ids: Vec<String> = db.changes(0).unwrap().map(|c| c.unwrap().id).collect();
@@ -425,7 +417,7 @@ async fn a_client_offline_when_it_lost_a_channel_purges_its_documents_on_the_nex
         .local_addr()
         .unwrap()
         .port();
-    let g = start_on(dir.path(), port).await;
+    let g = start_on(Storage::Directory(dir.path().to_owned()), port).await;
     write_docs(&g, "x", "x", 3).await;
     write_docs(&g, "t", "t", 2).await;
     write_docs(&g, "p", "!", 1).await;
@@ -485,7 +477,7 @@ async fn a_client_offline_when_it_lost_a_channel_purges_its_documents_on_the_nex
     assert_eq!(status, StatusCode::OK);
     write_range(&g, "p", "!", 2..=2).await;
     g.shutdown().await;
-    let g = start_on(dir.path(), port).await;
+    let g = start_on(Storage::Directory(dir.path().to_owned()), port).await;
 
     // The next pull purges what each may no longer read, and keeps the rest.
     pull(&bob, "bob", "bobpass").await.unwrap();
